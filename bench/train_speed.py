@@ -1,0 +1,83 @@
+"""Training speed, measured side by side in one run.
+
+1. The tutorial's own data path (torchvision MNIST + ToTensor through a DataLoader,
+   batch 50, 1 epoch, Adam 1e-3, seed 1) against `train.py --recipe seed` (the same
+   recipe on in-memory uint8 batches): seconds for each and their ratio (goal <= 0.6).
+2. The wall time of `train.py --recipe fast` to its full-test-set accuracy (goal >= 99.0 % in <= 20 s).
+
+Usage: MNIST_ROOT=... python bench/train_speed.py [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import train  # noqa: E402
+from cnn import data  # noqa: E402
+from cnn.model import CNN  # noqa: E402
+
+
+def tutorial_epoch(root: str) -> float:
+    """Seconds for one epoch the tutorial's way: a PIL image + ToTensor per sample."""
+    torch.manual_seed(1)
+    ds = datasets.MNIST(root, train=True, transform=transforms.ToTensor(), download=False)
+    loader = DataLoader(ds, batch_size=50, shuffle=True)
+    model = CNN()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    start = time.perf_counter()
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def run_recipe(recipe: str, root: str, threads: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cnn.pt"
+        start = time.perf_counter()
+        train.main(["--recipe", recipe, "--device", "cpu", "--data-root", root, "--out", str(out),
+                    "--threads", str(threads)])
+        card = json.loads(out.with_suffix(".json").read_text())
+        card["process_seconds"] = time.perf_counter() - start  # incl. data load + 10k evaluation
+    return card
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./mnist)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help=f"torch threads for every run (default: {torch.get_num_threads()})")
+    args = p.parse_args()
+    root = args.data_root or data.default_root()
+    data.ensure(root)
+    torch.set_num_threads(args.threads)
+
+    tutorial = tutorial_epoch(root)
+    seed = run_recipe("seed", root, args.threads)
+    fast = run_recipe("fast", root, args.threads)
+    print()
+    print(f"threads: {args.threads}, torch {torch.__version__}")
+    print(f"tutorial data path, 1 epoch batch 50 : {tutorial:6.2f} s")
+    print(f"train.py --recipe seed (same recipe)  : {seed['train_seconds']:6.2f} s  "
+          f"(test acc {seed['test_accuracy']:.4f})")
+    print(f"ratio seed / tutorial                 : {seed['train_seconds'] / tutorial:6.2f}  (goal <= 0.6)")
+    print(f"train.py --recipe fast                : {fast['train_seconds']:6.2f} s training, "
+          f"{fast['process_seconds']:.2f} s whole run -> test acc {fast['test_accuracy']:.4f} "
+          f"(goal >= 0.990 in <= 20 s)")
+
+
+if __name__ == "__main__":
+    main()

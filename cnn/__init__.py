@@ -1,0 +1,1 @@
+"""Draw-a-digit MNIST CNN: sketch -> preprocess -> CNN -> feature maps -> page."""

@@ -1,0 +1,94 @@
+"""Command line: ``python -m cnn predict PATH...`` and ``python -m cnn evaluate``.
+
+predict prints one JSON object per image, e.g.
+  {"path": "3.png", "digit": 3, "confidence": 0.998, "probabilities": [...10 floats...]}
+or {"path": "notes.txt", "error": "..."} for an image that cannot be read or holds no digit;
+the exit status is 0 when every image was classified, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from PIL import Image
+
+from . import data, weights
+from .errors import CNNError
+from .evaluate import test
+from .preprocess import prepare
+
+IMAGE_SUFFIXES = {ext for ext in Image.registered_extensions()}
+
+
+def expand(paths: list[str]) -> Iterator[Path]:
+    """Files as given; folders as the image files inside them, sorted."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            yield p
+
+
+@torch.inference_mode()
+def classify(model: torch.nn.Module, path: Path) -> dict:
+    try:
+        prepared = prepare(path)
+    except CNNError as e:
+        return {"path": str(path), "error": str(e)}
+    if prepared is None:
+        return {"path": str(path), "error": "no digit found: the image is blank or holds too little ink"}
+    probs = model(prepared.tensor).softmax(1)[0]
+    digit = int(probs.argmax())
+    return {"path": str(path), "digit": digit, "confidence": round(float(probs[digit]), 6),
+            "probabilities": [round(float(p), 6) for p in probs]}
+
+
+def predict(args) -> int:
+    torch.set_num_threads(1)  # one small image at a time: extra threads only add overhead
+    model = weights.load(args.weights)
+    ok = True
+    for path in expand(args.paths):
+        result = classify(model, path)
+        ok &= "error" not in result
+        print(json.dumps(result), flush=True)
+    return 0 if ok else 1
+
+
+def evaluate(args) -> int:
+    model = weights.load(args.weights)
+    hits = test(model, data.load(args.data_root, train=False))
+    print(json.dumps({"accuracy": round(hits.float().mean().item(), 4), "n": len(hits),
+                      "correct": int(hits.sum()), "weights": str(args.weights)}))
+    return 0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m cnn", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    pr = sub.add_parser("predict", help="classify image files (or folders of images)")
+    pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    ev = sub.add_parser("evaluate", help="accuracy on the full MNIST test set (10 000 images)")
+    ev.add_argument("--data-root", default=None,
+                    help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./mnist)")
+    for sp in (pr, ev):
+        sp.add_argument("--weights", default=weights.DEFAULT_WEIGHTS,
+                        help="weights file, its card beside it (default: weights/cnn.pt)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return {"predict": predict, "evaluate": evaluate}[args.command](args)
+    except CNNError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""What conv1, conv2 and their pooling layers see and keep, taken from the model itself.
+
+Forward hooks on the model's own modules record each block's activations while
+``model(x)`` runs, so the forward pass is written once (in ``cnn/model.py``) and
+these views can never drift from what the network really computes. For each
+pooling layer, the cell each 2x2 window kept (its argmax) comes from the same
+``max_pool2d`` with ``return_indices=True`` and the pool's own settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import CNN
+
+
+@dataclass
+class Block:
+    """One conv block for one image."""
+
+    before: torch.Tensor  # (C, H, W) after conv + ReLU, before pooling
+    after: torch.Tensor  # (C, H/2, W/2) after max-pooling (what the next layer receives)
+    kept: torch.Tensor  # (C, H, W) bool: True at the cell each pooling window kept
+
+
+@dataclass
+class Features:
+    conv1: Block  # before (16, 28, 28), after (16, 14, 14)
+    conv2: Block  # before (32, 14, 14), after (32, 7, 7)
+    probabilities: torch.Tensor  # (10,)
+
+
+def kept_cells(before: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
+    """Bool mask, shaped like ``before`` (B, C, H, W), of the cell each pooling window kept."""
+    _, idx = F.max_pool2d(before, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                          pool.ceil_mode, return_indices=True)
+    mask = torch.zeros_like(before, dtype=torch.bool).flatten(2)  # (B, C, H*W)
+    mask.scatter_(2, idx.flatten(2), True)
+    return mask.view_as(before)
+
+
+@torch.inference_mode()
+def extract(model: CNN, x: torch.Tensor) -> Features:
+    """Run ``model`` once on ``x`` (1, 1, 28, 28) and return its feature maps and probabilities."""
+    seen: dict[str, torch.Tensor] = {}
+    blocks = {"conv1": model.conv1, "conv2": model.conv2}
+    handles = []
+    for name, block in blocks.items():
+        # block = Sequential(conv, ReLU, MaxPool2d): hook the ReLU (before) and the pool (after).
+        handles.append(block[1].register_forward_hook(lambda m, i, o, n=name: seen.__setitem__(n + ".before", o)))
+        handles.append(block[2].register_forward_hook(lambda m, i, o, n=name: seen.__setitem__(n + ".after", o)))
+    try:
+        logits = model(x)  # (1, 10)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {
+        name: Block(seen[name + ".before"][0], seen[name + ".after"][0],
+                    kept_cells(seen[name + ".before"], block[2])[0])
+        for name, block in blocks.items()
+    }
+    return Features(out["conv1"], out["conv2"], logits.softmax(1)[0])

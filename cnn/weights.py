@@ -1,0 +1,95 @@
+"""Saving and loading weights with their card (``cnn.json`` beside ``cnn.pt``).
+
+The card records how the weights were made and the sha256 of ``cnn.pt``; loading
+checks that hash before unpickling anything, then uses ``weights_only=True`` so a
+weights file can never run code. Saving is atomic (temp file + ``os.replace``):
+an interrupted training run leaves the previous weights and card untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import WeightsError
+from .model import CNN
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "cnn.pt"
+FIX = "run `python train.py` to train new weights (or restore weights/ from git)"
+
+
+def card_path(weights: str | os.PathLike) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temp file in ``path``'s folder, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(model: torch.nn.Module, path: str | os.PathLike, card: dict) -> dict:
+    """Write ``model``'s state_dict to ``path`` and its card (with sha256) beside it, atomically."""
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # Serialise once in memory so the hash in the card is the hash of the bytes on disk.
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    card = {**card, "sha256": hashlib.sha256(data).hexdigest()}
+    _atomic_write(path, lambda f: f.write(data))
+    _atomic_write(card_path(path), lambda f: f.write((json.dumps(card, indent=2) + "\n").encode()))
+    return card
+
+
+def read_card(path: str | os.PathLike = DEFAULT_WEIGHTS) -> dict:
+    cpath = card_path(path)
+    try:
+        return json.loads(Path(cpath).read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"Weights card {cpath} is missing; {FIX}.") from None
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"Weights card {cpath} is unreadable ({e}); {FIX}.") from None
+
+
+def load(path: str | os.PathLike = DEFAULT_WEIGHTS, device: str | torch.device = "cpu") -> CNN:
+    """Return a ``CNN`` in eval mode with verified weights, or raise ``WeightsError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} is missing; {FIX}.")
+    card = read_card(path)
+    actual = sha256_file(path)
+    if card.get("sha256") != actual:
+        raise WeightsError(
+            f"Weights file {path} does not match its card (sha256 {actual[:12]}… expected "
+            f"{str(card.get('sha256'))[:12]}…): it is truncated or was modified; {FIX}."
+        )
+    model = CNN()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except Exception as e:  # unpickling / zip / shape errors all mean the same to a user
+        raise WeightsError(f"Weights file {path} cannot be loaded ({type(e).__name__}); {FIX}.") from None
+    return model.to(device).eval()

@@ -1,0 +1,105 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from cnn import data, weights
+from cnn.errors import WeightsError
+from cnn.evaluate import test as evaluate
+from cnn.model import CNN
+
+CARD_KEYS = {"recipe", "hyperparameters", "epochs", "seed", "test_accuracy", "test_accuracy_first2000",
+             "train_seconds", "device", "torch_version", "sha256"}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = CNN()
+    path = tmp_path / "cnn.pt"
+    weights.save(model, path, {"recipe": "test"})
+    return model, path
+
+
+def test_save_then_load_round_trips(saved):
+    model, path = saved
+    loaded = weights.load(path)
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    assert weights.read_card(path)["sha256"] == weights.sha256_file(path)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "missing", "no_card", "bad_card"])
+def test_damaged_weights_are_refused_with_the_fix(saved, damage):
+    _, path = saved
+    blob = path.read_bytes()
+    if damage == "flip":
+        path.write_bytes(blob[:500] + bytes([blob[500] ^ 1]) + blob[501:])
+    elif damage == "truncate":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "missing":
+        path.unlink()
+    elif damage == "no_card":
+        weights.card_path(path).unlink()
+    elif damage == "bad_card":
+        weights.card_path(path).write_text("{not json")
+    with pytest.raises(WeightsError, match=r"python train\.py"):
+        weights.load(path)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("payload", ["pickle", "garbage", "wrong_shapes"])
+def test_hash_matching_but_unsafe_or_wrong_files_are_refused(tmp_path, payload, capsys):
+    """Even with a card that matches (an attacker can rewrite both), loading stays safe."""
+    path = tmp_path / "cnn.pt"
+    if payload == "pickle":
+        torch.save({"x": Evil()}, path)
+    elif payload == "garbage":
+        path.write_bytes(b"PK\x03\x04 definitely not a zip")
+    else:
+        torch.save({"out.weight": torch.zeros(3, 3)}, path)
+    weights.card_path(path).write_text(json.dumps({"sha256": weights.sha256_file(path)}))
+    with pytest.raises(WeightsError, match=r"cannot be loaded.*python train\.py"):
+        weights.load(path)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_interrupted_save_leaves_previous_weights_loadable(saved, monkeypatch):
+    model, path = saved
+    before = weights.sha256_file(path)
+
+    def dies_half_way(f):
+        f.write(b"partial bytes")
+        raise KeyboardInterrupt  # like Ctrl-C or a crash in the middle of writing
+
+    monkeypatch.setattr(weights, "_atomic_write", lambda p, write, real=weights._atomic_write: real(p, dies_half_way))
+    with pytest.raises(KeyboardInterrupt):
+        weights.save(CNN(), path, {"recipe": "new"})
+    monkeypatch.undo()
+    assert weights.sha256_file(path) == before
+    assert weights.read_card(path)["recipe"] == "test"
+    weights.load(path)  # still loads
+    assert sorted(p.name for p in path.parent.iterdir()) == ["cnn.json", "cnn.pt"]  # no temp left behind
+
+
+def test_shipped_weights_and_card():
+    card = weights.read_card()
+    assert CARD_KEYS <= card.keys()
+    assert card["recipe"] == "best" and not card.get("dry_run")
+    assert card["sha256"] == weights.sha256_file(weights.DEFAULT_WEIGHTS)
+
+
+def test_shipped_weights_score_at_least_99_3_on_the_full_test_set():
+    hits = evaluate(weights.load(), data.load(train=False))
+    assert len(hits) == 10_000
+    accuracy = hits.float().mean().item()
+    assert accuracy >= 0.993
+    # the card reports what the weights really score
+    assert abs(weights.read_card()["test_accuracy"] - accuracy) < 1e-4
