@@ -1,0 +1,85 @@
+"""`python -m cnn predict` and `python -m cnn evaluate` as a user runs them."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnn import data
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "cnn", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """A folder of real MNIST test digits saved the way a user would draw them: black on white, large."""
+    folder = tmp_path_factory.mktemp("digits")
+    split = data.load(train=False)
+    labels = {}
+    for i in range(10):
+        img = Image.fromarray(255 - split.images[i].numpy()).resize((280, 280), Image.BILINEAR)
+        path = folder / f"digit{i}.png"
+        img.save(path)
+        labels[str(path)] = int(split.labels[i])
+    return folder, labels
+
+
+def test_predict_a_folder_prints_one_json_line_per_image(digits):
+    folder, labels = digits
+    (folder / "notes.md").write_text("not an image, and not picked from a folder")
+    proc = cli("predict", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["path"] for r in lines] == sorted(labels)
+    for r in lines:
+        assert set(r) == {"path", "digit", "confidence", "probabilities"}
+        assert len(r["probabilities"]) == 10 and abs(sum(r["probabilities"]) - 1) < 1e-4
+        assert r["confidence"] == max(r["probabilities"])
+        assert r["digit"] == r["probabilities"].index(r["confidence"])
+    assert sum(r["digit"] == labels[r["path"]] for r in lines) >= 9
+
+
+def test_predict_reports_bad_files_and_carries_on(digits, tmp_path):
+    folder, labels = digits
+    good = sorted(labels)[0]
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    blank = tmp_path / "blank.png"
+    Image.new("L", (200, 200), 255).save(blank)
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(Path(good).read_bytes()[:60])
+    missing = tmp_path / "nope.png"
+    proc = cli("predict", str(text), good, str(blank), str(truncated), str(missing))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["path"] for r in lines] == [str(text), good, str(blank), str(truncated), str(missing)]
+    assert lines[1]["digit"] == labels[good]
+    for r in lines[:1] + lines[2:]:
+        assert set(r) == {"path", "error"} and len(r["error"]) > 10
+    assert "no digit" in lines[2]["error"]
+
+
+def test_predict_with_tampered_weights_says_how_to_fix(digits, tmp_path):
+    folder, _ = digits
+    bad = tmp_path / "cnn.pt"
+    bad.write_bytes(b"junk")
+    (tmp_path / "cnn.json").write_text('{"sha256": "0"}')
+    proc = cli("predict", str(folder), "--weights", str(bad))
+    assert proc.returncode == 2
+    assert "python train.py" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_prints_accuracy_on_the_full_test_set():
+    proc = cli("evaluate")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["n"] == 10_000 and result["accuracy"] >= 0.993
