@@ -1,0 +1,152 @@
+"""The page in a real browser: headless Chromium, driven through Python Playwright.
+
+Digits are drawn with real mouse strokes on the sketchpad (press, move in small steps,
+release) without clicking any tool first, as a first-time visitor would. After each one the
+top label must name the digit and every feature-map picture must have loaded at its size;
+Clear must bring back the empty state, and drawing must work again after it.
+
+Chromium: /usr/bin/chromium (Debian's), or the executable named by $CHROMIUM. `.ci/run`
+installs it; this test never skips. A full-page screenshot is written to pytest's tmp dir,
+and also to $SCREENSHOT if set (the README's picture: SCREENSHOT=bench/screenshot.png).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import app
+from cnn import render
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 60_000  # generous: the CPU is small and may be shared with a training run
+
+# Strokes in the unit square of the drawing area (x right, y down), as polylines: the brush
+# joins consecutive points with a straight band. Few points on purpose: in headless Chromium
+# without a GPU the sketchpad (PixiJS on software WebGL) takes ~0.4 s to handle one move.
+ONE = [[(0.5, 0.12), (0.5, 0.5), (0.5, 0.88)]]
+ZERO = [[(0.5 + 0.27 * math.sin(t * math.pi / 7), 0.5 - 0.38 * math.cos(t * math.pi / 7)) for t in range(15)]]
+SEVEN = [[(0.22, 0.15), (0.5, 0.15), (0.78, 0.15), (0.6, 0.52), (0.42, 0.88)]]
+
+PICTURES = {  # element id -> natural size of its picture
+    "network-input": (224, 224),
+    "conv1-before": render.grid_size(16, 28, render.CONV1_CELL, render.CONV1_COLS),
+    "conv1-after": render.grid_size(16, 14, 2 * render.CONV1_CELL, render.CONV1_COLS),
+    "conv2-before": render.grid_size(32, 14, render.CONV2_CELL, render.CONV2_COLS),
+    "conv2-after": render.grid_size(32, 7, 2 * render.CONV2_CELL, render.CONV2_COLS),
+}
+
+
+def chromium() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(f"Chromium not found at {path}: install it (apt-get install chromium, as .ci/run does) "
+                    "or set $CHROMIUM to its executable.")
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(served_app):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            pg = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+            pg.set_default_timeout(TIMEOUT_MS)
+            pg.goto(served_app)
+            pg.wait_for_selector("#sketch .pixi-target canvas")
+            yield pg
+        finally:
+            browser.close()
+
+
+def top_label(pg):
+    return pg.locator("#prediction [data-testid=label-output-value]")
+
+
+def ready_to_draw(pg) -> None:
+    """Wait until the brush is the selected tool and the pad shows no "select the draw tool to
+    start" overlay: the state in which a visitor's stroke draws. The page gets there by itself
+    (on load, after Clear); the test clicks no tool."""
+    from playwright.sync_api import TimeoutError
+
+    try:
+        pg.wait_for_selector("#sketch button[aria-label='Brush'].highlight")  # the brush is the tool
+        pg.wait_for_selector("#sketch .empty.wrap", state="detached")
+    except TimeoutError:
+        pytest.fail("The sketchpad still says 'select the draw tool to start': the brush was not made "
+                    "active for the visitor (app.ARM_BRUSH_JS).")
+
+
+def draw(pg, strokes) -> None:
+    """Real mouse strokes inside the drawing area (the square canvas, centred in the pad)."""
+    box = pg.locator("#sketch .pixi-target canvas").first.bounding_box()
+    side = 0.8 * min(box["width"], box["height"])
+    x0, y0 = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
+    for stroke in strokes:
+        points = [(x0 + side * x, y0 + side * y) for x, y in stroke]
+        pg.mouse.move(*points[0])
+        pg.mouse.down()
+        for p in points[1:]:
+            pg.mouse.move(*p, steps=1)
+        pg.mouse.up()
+
+
+def clear(pg) -> None:
+    pg.click("#sketch button[aria-label='Clear canvas']")
+
+
+def expect_digit(pg, digit: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(top_label(pg)).to_have_text(digit, timeout=TIMEOUT_MS)
+    for elem_id, size in PICTURES.items():
+        img = pg.locator(f"#{elem_id} img")
+        expect(img).to_have_count(1, timeout=TIMEOUT_MS)
+        pg.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle(),
+                             timeout=TIMEOUT_MS)
+        natural = img.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert tuple(natural) == size, (elem_id, natural, size)
+    bars = pg.locator("#prediction .confidence-set")
+    expect(bars).to_have_count(10)  # all ten probabilities
+
+
+def expect_empty(pg) -> None:
+    from playwright.sync_api import expect
+
+    expect(top_label(pg)).to_have_text(app.EMPTY, timeout=TIMEOUT_MS)
+    for elem_id in PICTURES:
+        expect(pg.locator(f"#{elem_id} img")).to_have_count(0, timeout=TIMEOUT_MS)
+
+
+def test_draw_digits_clear_and_draw_again(page, tmp_path):
+    expect_empty(page)
+    ready_to_draw(page)
+    draw(page, ONE)  # the very first stroke on the page, no tool clicked
+    expect_digit(page, "1")
+
+    for strokes, digit in ((ZERO, "0"), (SEVEN, "7")):
+        clear(page)
+        expect_empty(page)
+        ready_to_draw(page)
+        draw(page, strokes)
+        expect_digit(page, digit)
+
+    shot = tmp_path / "screenshot.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["SCREENSHOT"])
+
+
+def test_an_example_loads_with_one_click(page):
+    clear(page)
+    expect_empty(page)
+    path = next(p for p in app.EXAMPLES if p.stem.endswith("_4"))
+    page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
+    expect_digit(page, "4")
+    ready_to_draw(page)  # and the brush is ready to add to it
