@@ -1,9 +1,11 @@
 """Train the tutorial CNN on MNIST and write weights/cnn.pt plus its card weights/cnn.json.
 
 Recipes (the architecture never changes, only how it is trained):
-  seed  the PyTorch tutorial exactly: 1 epoch, Adam 1e-3, batch 50, seed 1      (~98.5 %)
-  fast  the quickest way a 2-core CPU gets >= 99.0 %: big batches + OneCycle
-  best  (default) augmentation for drawn digits + OneCycle for the highest accuracy
+  seed  the PyTorch tutorial exactly: 1 epoch, Adam 1e-3, batch 50, seed 1   (98.1 %, ~10 s)
+  fast  the quickest way a 2-core CPU gets >= 99.0 %: 2 epochs, batch 128,
+        OneCycle up to 8e-3                                                 (99.1 %, ~16 s)
+  best  (default) 20 epochs of batches augmented like drawings (rotation,
+        scale, slant, shift, stroke width), AdamW + OneCycle                (99.5 %, ~4 min)
 """
 from __future__ import annotations
 
