@@ -3,7 +3,7 @@
     python app.py [--host HOST] [--port PORT] [--share] [--weights PATH]
 
 Wiring only: the model, preprocessing, feature maps and their pictures live in
-``cnn/`` (``weights``, ``preprocess``, ``features``, ``render``). Importing this
+``cnn/`` (``sketch``, ``preprocess``, ``weights``, ``features``, ``render``). Importing this
 module launches nothing: ``build_demo(model)`` returns the ``gr.Blocks`` page,
 ``launch(demo, ...)`` serves it with the serving settings below, ``main(argv)``
 is the command line.
@@ -33,21 +33,13 @@ from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
 from cnn.preprocess import prepare
+from cnn.sketch import ARM_BRUSH_JS, BRUSH_RADIUS, CANVAS, sketchpad  # noqa: F401 (re-exported for bench/ and tests/)
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted((HERE / "cnn" / "examples").glob("mnist_test_*.png"))
 
 # ---------------------------------------------------------------- page settings
-CANVAS = 400  # px square. Big enough to draw in comfortably, small enough to upload every stroke fast.
-# Brush radius in canvas px. MNIST strokes are ~0.09 of the digit's height (median over the
-# test set; quartiles 0.08-0.11); a digit drawn over ~3/4 of the canvas (300 px) then wants a
-# ~28 px wide stroke. Preprocessing rescales the digit to 20 px, so this ratio is what matters.
-BRUSH_RADIUS = 14
-ERASER_RADIUS = 24
 EMPTY = "Draw a digit"  # the Label's text when there is nothing to classify
-
-QUEUE = dict(max_size=32, default_concurrency_limit=2)  # 2 cores: 2 requests at a time, 1 torch thread each
-MAX_FILE_SIZE = "2mb"  # a 400x400 stroke upload is ~10 kB; an 800x800 photo-sized PNG still fits
 
 INTRO = """
 # Draw a digit, and look inside the network that reads it
@@ -77,27 +69,6 @@ strongest response to your drawing. Dim dots mark windows that look flat (usuall
 pooling still keeps one cell there, but there was nothing to win.
 """
 
-# Gradio 6.31's Sketchpad opens with no tool selected and an overlay saying "select the draw
-# tool to start", and goes back to that state after Clear: a visitor's first stroke draws
-# nothing. Whenever that overlay is showing in our sketchpad, press the Brush button for the
-# visitor (it is the first tool: the pad has no upload sources and no crop). Each overlay is
-# pressed at most once, so this can never loop.
-ARM_BRUSH_JS = """
-() => {
-  const pressed = new WeakSet();
-  const arm = () => {
-    const pad = document.getElementById("sketch");
-    const overlay = pad && pad.querySelector(".empty.wrap");
-    const brush = pad && pad.querySelector(".toolbar-wrap button");
-    if (!overlay || !brush || pressed.has(overlay)) return;
-    pressed.add(overlay);
-    brush.click();
-  };
-  new MutationObserver(arm).observe(document.body, { childList: true, subtree: true });
-  arm();
-}
-"""
-
 CSS = """
 /* The pictures are drawn cell by cell at their natural size: show them 1:1 where they fit,
    and never smooth them when the browser has to scale them. Leave room for the floating label. */
@@ -105,6 +76,24 @@ CSS = """
 .crisp img { image-rendering: pixelated; width: auto !important; height: auto !important;
              max-width: 100%; max-height: 100%; object-fit: contain; }
 """
+
+
+# ---------------------------------------------------------------- serving settings
+# Measured by bench/load.py and explained in the README ("Sharing it").
+QUEUE = dict(
+    # One request at a time per core: a request is all CPU (PNG decoding, preprocessing, a forward
+    # pass on 1 torch thread), so a 3rd one would only time-slice the same 2 cores. Measured at 32
+    # clients, 1, 2 and 4 all serve 7.2-7.6 requests/s (Gradio's own work dominates); 2 keeps
+    # one slow request (a large upload to decode) from holding up everyone behind it.
+    default_concurrency_limit=2,
+    # Bounded: at the ~7.5 requests/s measured on 2 cores, the 32nd in line waits ~4 s. A burst
+    # beyond that is told "Queue is full" at once (HTTP 503) instead of making everyone wait longer.
+    max_size=32,
+    # No direct POST /gradio_api/run/<endpoint> (Gradio's default off Spaces): it skips the
+    # queue, so it would bypass both limits above and everyone's place in line.
+    api_open=False,
+)
+MAX_FILE_SIZE = "2mb"  # a 400x400 stroke upload is ~10 kB; an 800x800 photo-sized PNG still fits
 
 
 # ---------------------------------------------------------------- request path
@@ -165,22 +154,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=340):
-                sketch = gr.Sketchpad(
-                    label="① Draw a digit here",
-                    elem_id="sketch",
-                    canvas_size=(CANVAS, CANVAS),
-                    fixed_canvas=True,  # an example is scaled onto the canvas, not the canvas onto it
-                    height=CANVAS + 110,
-                    type="numpy",
-                    image_mode="RGBA",
-                    brush=gr.Brush(colors=["#000000"], default_color="#000000", color_mode="fixed",
-                                   default_size=BRUSH_RADIUS),
-                    eraser=gr.Eraser(default_size=ERASER_RADIUS),
-                    layers=False,
-                    transforms=(),
-                    sources=(),
-                    buttons=[],
-                )
+                sketch = sketchpad()
                 gr.Examples(
                     examples=[[str(p)] for p in EXAMPLES],
                     inputs=[sketch],
@@ -245,22 +219,35 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, *,
     With ``share``, a share link that cannot be made costs one line, and serving goes on locally."""
     said = io.StringIO()
     with contextlib.redirect_stdout(said) if share else contextlib.nullcontext():
-        result = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True,
-                             quiet=quiet, show_error=False, ssr_mode=False, max_file_size=MAX_FILE_SIZE,
-                             css=CSS)
+        result = demo.launch(
+            server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=quiet,
+            show_error=False,  # a visitor sees gr.Error sentences only, never an exception's text
+            ssr_mode=False,  # no Node.js server beside Python: one process, one port, nothing more exposed
+            max_file_size=MAX_FILE_SIZE,  # every upload route answers 413 above it
+            run_history=False,  # record nothing: no per-stroke runs kept, no Hub-bucket routes
+            css=CSS,
+        )
     if share:  # Gradio's own account of a failed share link runs to a dozen lines
         print(f"* Running on local URL:  {demo.local_url}")
         if demo.share_url:
             print(f"* Running on public URL: {demo.share_url}")
         else:
-            why = next((line.strip() for line in said.getvalue().splitlines()
-                        if line.startswith("Could not create share link")), "")
-            why = why.removeprefix("Could not create share link.").strip() or "Gradio gave no reason"
-            print(f"No share link could be made ({why}); still serving locally at {demo.local_url}",
-                  flush=True)
+            print(f"No share link could be made ({_share_failure(said.getvalue())}); "
+                  f"still serving locally at {demo.local_url}", flush=True)
     if block:
         demo.block_thread()  # until Ctrl-C, which it turns into a clean stop
     return result
+
+
+def _share_failure(gradio_said: str) -> str:
+    """Why Gradio made no share link, in a few words, from what it printed."""
+    line = next((line.strip() for line in gradio_said.splitlines()
+                 if line.startswith("Could not create share link")), "")
+    if "Checksum mismatch" in line:
+        return "the downloaded tunnel program failed its checksum"
+    if "Missing file" in line or "internet connection" in line:  # the two ways it reports no network
+        return "gradio.live could not be reached: no internet connection, or outgoing traffic is blocked"
+    return line.removeprefix("Could not create share link.").strip() or "Gradio gave no reason"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

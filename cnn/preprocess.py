@@ -53,7 +53,7 @@ SPECK_MASS = 0.2  # a mark with less than this fraction of all the ink...
 SPECK_GAP = 0.25  # ...separated from the digit by more than this fraction of the digit's extent is dropped
 
 # PIL's own decompression-bomb guard, lowered to the same cap. Our own decoding checks the
-# header first (``_check_size``); the lowered limit also guards the decoding Gradio does of an
+# header first (``check_size``); the lowered limit also guards the decoding Gradio does of an
 # upload before ``prepare`` sees it (PIL warns above the limit and refuses above twice it).
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
@@ -101,7 +101,7 @@ def _to_image(value) -> Image.Image | None:
     )
 
 
-def _check_size(width: int, height: int) -> None:
+def check_size(width: int, height: int) -> None:
     """Raise ``InputError`` unless a ``width`` x ``height`` image is worth reading."""
     if min(width, height) < MIN_SIDE:
         raise InputError(
@@ -123,7 +123,7 @@ def _open(source: str | os.PathLike | bytes | bytearray) -> Image.Image:
     name = "The data" if in_memory else f"The file '{os.fsdecode(source)}'"
     try:
         with warnings.catch_warnings():
-            # PIL warns about images over MAX_IMAGE_PIXELS while opening; _check_size rejects them anyway.
+            # PIL warns about images over MAX_IMAGE_PIXELS while opening; check_size rejects them anyway.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(source) if in_memory else source)
     except FileNotFoundError:
@@ -137,7 +137,7 @@ def _open(source: str | os.PathLike | bytes | bytearray) -> Image.Image:
     except Exception as e:  # PermissionError, plugin errors on a malformed header: all unreadable to a user
         raise InputError(f"{name} cannot be opened as an image ({type(e).__name__}: {e}).") from None
     with image:
-        _check_size(*image.size)  # only the header is parsed so far: nothing decoded yet
+        check_size(*image.size)  # only the header is parsed so far: nothing decoded yet
         try:
             image.load()
             # Phone photos are stored sideways with an EXIF note saying how to turn them.
@@ -147,7 +147,7 @@ def _open(source: str | os.PathLike | bytes | bytearray) -> Image.Image:
 
 
 def _from_pil(image: Image.Image) -> Image.Image:
-    _check_size(*image.size)  # before load(), which decodes a lazily opened image
+    check_size(*image.size)  # before load(), which decodes a lazily opened image
     try:
         image.load()
         if image.mode in _NATIVE_MODES:
@@ -168,7 +168,7 @@ def _from_array(a: np.ndarray) -> Image.Image:
         raise InputError(f"An image array must hold numbers, not {a.dtype} values.")
     if not (a.ndim == 2 or (a.ndim == 3 and 1 <= a.shape[2] <= 4)):
         raise InputError(f"An image array must be (H, W) or (H, W, 1-4 channels), not {a.shape}.")
-    _check_size(a.shape[1], a.shape[0])  # before any conversion allocates a copy
+    check_size(a.shape[1], a.shape[0])  # before any conversion allocates a copy
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     return Image.fromarray(np.ascontiguousarray(_to_uint8(a)))  # L, LA, RGB or RGBA from the shape
@@ -217,7 +217,7 @@ def _composite(layers) -> Image.Image | None:
     if not images:
         return None
     size = (max(im.width for im in images), max(im.height for im in images))
-    _check_size(*size)
+    check_size(*size)
     canvas = Image.new("RGBA", size, (0, 0, 0, 0))
     for im in images:
         canvas.alpha_composite(im)

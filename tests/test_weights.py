@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -70,15 +71,18 @@ def test_hash_matching_but_unsafe_or_wrong_files_are_refused(tmp_path, payload, 
     assert "pwned" not in capsys.readouterr().out
 
 
-def test_interrupted_save_leaves_previous_weights_loadable(saved, monkeypatch):
+def test_save_interrupted_before_the_commit_leaves_previous_weights_and_no_debris(saved, monkeypatch):
     model, path = saved
     before = weights.sha256_file(path)
+    calls = []
 
-    def dies_half_way(f):
-        f.write(b"partial bytes")
-        raise KeyboardInterrupt  # like Ctrl-C or a crash in the middle of writing
+    def dies_writing_the_card(p, data, real=weights._write_temp):
+        calls.append(p)
+        if len(calls) == 2:  # the weights' temp file is written; the card's is being written
+            raise KeyboardInterrupt  # like Ctrl-C or a crash
+        return real(p, data)
 
-    monkeypatch.setattr(weights, "_atomic_write", lambda p, write, real=weights._atomic_write: real(p, dies_half_way))
+    monkeypatch.setattr(weights, "_write_temp", dies_writing_the_card)
     with pytest.raises(KeyboardInterrupt):
         weights.save(CNN(), path, {"recipe": "new"})
     monkeypatch.undo()
@@ -86,6 +90,41 @@ def test_interrupted_save_leaves_previous_weights_loadable(saved, monkeypatch):
     assert weights.read_card(path)["recipe"] == "test"
     weights.load(path)  # still loads
     assert sorted(p.name for p in path.parent.iterdir()) == ["cnn.json", "cnn.pt"]  # no temp left behind
+
+
+def test_save_interrupted_between_its_two_renames_is_finished_by_load(saved, monkeypatch):
+    _, path = saved
+    new = CNN()
+    replaced = []
+
+    def dies_before_the_card(src, dst, real=os.replace):
+        if replaced:  # the weights are in place (the commit point); the card is not
+            raise KeyboardInterrupt
+        replaced.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(weights.os, "replace", dies_before_the_card)
+    with pytest.raises(KeyboardInterrupt):
+        weights.save(new, path, {"recipe": "new"})
+    monkeypatch.undo()
+    assert weights.read_card(path)["recipe"] == "test"  # the old card beside the new weights...
+    loaded = weights.load(path)  # ...and load finishes the commit instead of refusing
+    assert weights.read_card(path)["recipe"] == "new"
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), new.eval()(x))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["cnn.json", "cnn.pt"]
+
+
+def test_a_stale_temp_card_is_not_taken_for_tampered_weights(saved):
+    """Only a pending card whose hash is that of the weights in place may complete a save."""
+    _, path = saved
+    blob = path.read_bytes()
+    path.write_bytes(blob[:-10])
+    forged = weights.card_path(path).with_name(".cnn.json.x.tmp")
+    forged.write_text(json.dumps({"sha256": "0" * 64, "recipe": "forged"}))
+    with pytest.raises(WeightsError, match=r"does not match its card"):
+        weights.load(path)
+    assert forged.exists()
 
 
 def test_shipped_weights_and_card():
