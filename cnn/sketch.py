@@ -10,6 +10,8 @@ import io
 from functools import partial
 
 import gradio as gr
+import pydantic
+from gradio.components.image_editor import EditorData
 from PIL import Image
 
 from .errors import InputError
@@ -44,13 +46,38 @@ ARM_BRUSH_JS = """
 """
 
 
+TITLE = "Cannot read this drawing"
+
+
+class SketchData(EditorData):
+    """Gradio's Sketchpad value, refused with a sentence when a request's JSON is not one.
+
+    Gradio validates the request against this model before any component code runs; its
+    pydantic error would reach the caller as a bare error event (``show_error=False``)."""
+
+    @classmethod
+    def model_validate(cls, obj, **kwargs):
+        try:
+            return super().model_validate(obj, **kwargs)
+        except pydantic.ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "the value"
+            raise gr.Error(
+                f"The request's sketch is not a Sketchpad value ({where}: {first['msg']}). Send an "
+                'object with "background", "layers" and "composite" images, as gradio_client does.',
+                title=TITLE, print_exception=False) from None
+
+
 class Sketchpad(gr.Sketchpad):
     """``gr.Sketchpad`` that refuses an unreadable upload with a sentence instead of a bare "Error".
 
     Gradio decodes the sketch's images before ``update``/``predict`` run, so an API caller's
     upload that is not an image, is damaged, or declares a huge size fails inside Gradio, where
     ``show_error=False`` hides the reason (rightly: Gradio's messages name server paths). Sizes
-    are read from the image headers first: nothing over ``preprocess.MAX_PIXELS`` is decoded."""
+    are read from the image headers first: nothing over ``preprocess.MAX_PIXELS`` is decoded.
+    A request whose JSON is not a sketch at all is refused with a sentence too (``SketchData``)."""
+
+    data_model = SketchData
 
     def get_block_name(self) -> str:  # the same front-end component as gr.Sketchpad
         return "imageeditor"
@@ -59,7 +86,7 @@ class Sketchpad(gr.Sketchpad):
         return "imageeditor"
 
     def preprocess(self, payload):
-        refuse = partial(gr.Error, title="Cannot read this drawing", print_exception=False)
+        refuse = partial(gr.Error, title=TITLE, print_exception=False)
         try:
             for source in self._uploads(payload):
                 with Image.open(source) as image:  # parses the header only
@@ -76,8 +103,7 @@ class Sketchpad(gr.Sketchpad):
             raise refuse("The upload is not an image in a format that can be read "
                          "(PNG, JPEG, WebP, ...).") from None
         except Exception as e:  # truncated data, corrupt chunks: logged for the operator
-            raise gr.Error("The image is damaged and cannot be decoded.",
-                           title="Cannot read this drawing") from e
+            raise gr.Error("The image is damaged and cannot be decoded.", title=TITLE) from e
 
     def _uploads(self, payload) -> list:
         """The image files (paths) or blobs (bytes) that ``super().preprocess`` will decode."""

@@ -199,17 +199,16 @@ def test_a_malformed_request_is_refused_with_a_422(http, body, says):
     assert_still_answers(http)
 
 
-@pytest.mark.parametrize("value", [
-    {"background": 5},
-    "not a sketch",
-    {"background": {"path": ["a", "list"], "meta": {"_type": "gradio.FileData"}}},
-], ids=["number-for-image", "string", "list-for-path"])
-def test_a_malformed_sketch_is_refused_without_internals(http, value):
-    """Well-formed JSON whose sketch is not a Sketchpad value: Gradio's own validation refuses
-    it before the app's code runs, and (show_error=False) says nothing of its internals. It says
-    nothing else either: the refusal is an error event without a message."""
-    event, data = call(http, [value])
-    assert event == "error" and data == {"error": None}, (event, data)
+@pytest.mark.parametrize("value, where", [
+    ({"background": 5}, "background"),
+    ("not a sketch", "the value"),
+    ({"background": {"path": ["a", "list"], "meta": {"_type": "gradio.FileData"}}}, "background"),
+    ({"background": None, "layers": "x", "composite": None}, "layers"),
+], ids=["number-for-image", "string", "list-for-path", "string-for-layers"])
+def test_a_malformed_sketch_is_refused_with_a_sentence(http, value, where):
+    """Well-formed JSON whose sketch is not a Sketchpad value: refused before the app's code runs,
+    with a sentence that says which field is wrong, and no internals."""
+    assert_refused_with(call(http, [value]), "not a Sketchpad value", f"({where}: ")
     assert_still_answers(http)
 
 

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -16,11 +17,12 @@ from cnn.model import CNN
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_dry_run_training_lowers_the_loss():
+@pytest.mark.parametrize("recipe, precision", [("seed", "fp32"), ("fast", "bf16")])
+def test_dry_run_training_lowers_the_loss(recipe, precision):
     split = data.load(train=True)
     probe = torch.arange(1000)
     torch.manual_seed(1)
-    model = CNN()
+    model = CNN().to(memory_format=torch.channels_last)  # as train.main lays it out
 
     def loss():
         model.eval()
@@ -28,12 +30,13 @@ def test_dry_run_training_lowers_the_loss():
             x, y = split.batch(probe)
             return F.cross_entropy(model(x), y).item()
 
-    hp = dict(train.RECIPES["seed"])
+    hp = dict(train.RECIPES[recipe], precision=precision)  # bf16 runs (emulated) on any CPU
     opt, sched = train.make_optimizer(model, hp, steps=train.DRY_RUN_BATCHES)
     before = loss()
     train.train(model, split, opt, sched, hp, "cpu", torch.Generator().manual_seed(1), 1,
                 max_batches=train.DRY_RUN_BATCHES)
     assert loss() < 0.8 * before
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast leaves weights fp32
 
 
 def test_augmented_batches_stay_in_range_and_change_the_digits():
@@ -42,6 +45,14 @@ def test_augmented_batches_stay_in_range_and_change_the_digits():
     y = augment(x, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
     assert (y - x).abs().mean() > 0.01
+
+
+def test_bf16_falls_back_to_fp32_without_bf16_hardware(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert train.pick_precision("bf16", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert train.pick_precision("bf16", torch.device("cpu")) == "bf16"
+    assert train.pick_precision("fp32", torch.device("cpu")) == "fp32"
 
 
 def run_train(*args, **kw):
@@ -57,6 +68,8 @@ def test_dry_run_cli_writes_loadable_weights_and_card(tmp_path):
     assert card["sha256"] == weights.sha256_file(out)
     assert {"hyperparameters", "epochs", "seed", "test_accuracy", "test_accuracy_first2000",
             "train_seconds", "device", "torch_version"} <= card.keys()
+    # the card says which precision really ran: bf16 only where this CPU has bf16 matrix units
+    assert card["hyperparameters"]["precision"] == train.pick_precision("bf16", torch.device("cpu"))
     weights.load(out)
 
 
