@@ -108,9 +108,9 @@ def main() -> None:
           f"(runs: {', '.join(f'{c[SECONDS]:.2f}' for c in seeds)}; "
           f"test acc {seed['test_accuracy']:.4f})")
     print(f"model compute alone, contiguous NCHW  : {floor_nchw:6.2f} s  (the tutorial's layout; "
-          f"its data path costs {tutorial - floor_nchw:.2f} s more)")
+          f"tutorial run minus this: {tutorial - floor_nchw:+.2f} s)")
     print(f"model compute alone, channels_last    : {floor_nhwc:6.2f} s  (train.py's layout; "
-          f"its data path costs {seed[SECONDS] - floor_nhwc:.2f} s more)")
+          f"seed run minus this: {seed[SECONDS] - floor_nhwc:+.2f} s)")
     print(f"ratio seed / tutorial                 : {seed[SECONDS] / tutorial:6.2f}  (goal <= 0.6)")
     print(f"train.py --recipe fast                : {fast[SECONDS]:6.2f} s training, "
           f"{fast['process_seconds']:.2f} s whole run, {fast['hyperparameters']['precision']} -> "
