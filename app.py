@@ -250,12 +250,20 @@ def _share_failure(gradio_said: str) -> str:
     return line.removeprefix("Could not create share link.").strip() or "Gradio gave no reason"
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1-65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Serve the draw-a-digit page.")
     # Hugging Face Spaces (and Docker setups) pass the address through Gradio's variables.
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+    # A string default goes through `type` too, so a bad GRADIO_SERVER_PORT gets the same message.
+    p.add_argument("--port", type=port_number, default=os.environ.get("GRADIO_SERVER_PORT", "7860"),
                    help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
     p.add_argument("--weights", default=str(weights.DEFAULT_WEIGHTS),

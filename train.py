@@ -97,10 +97,21 @@ def train(model, split: data.Split, opt, sched, hp: dict, device, g: torch.Gener
     return total_loss / seen, correct / seen
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (0 epochs would write an untrained model over the weights)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", choices=RECIPES, default="best", help="training recipe (default: best)")
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs "
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's epochs "
                    "(default: seed 1, fast %d, best %d)" % (RECIPES["fast"]["epochs"], RECIPES["best"]["epochs"]))
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to train (default: auto = cuda if available, else cpu)")
@@ -108,7 +119,7 @@ def parse_args(argv=None):
                    help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./mnist; downloaded if absent)")
     p.add_argument("--out", default=None, help="weights file to write, its card beside it "
                    "(default: weights/cnn.pt; with --dry-run nothing is written unless --out is given)")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default: all cores)")
+    p.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
     p.add_argument("--dry-run", action="store_true",
                    help=f"train {DRY_RUN_BATCHES} batches only, for a quick check (default: off)")
     return p.parse_args(argv)
@@ -121,7 +132,7 @@ def main(argv=None) -> int:
         hp["epochs"] = args.epochs
     if args.dry_run:
         hp["epochs"] = 1
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
     g = torch.Generator().manual_seed(SEED)
     device = pick_device(args.device)

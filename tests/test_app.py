@@ -171,3 +171,23 @@ def test_missing_weights_refuse_to_start_with_one_line(tmp_path, capsys):
     assert app.main(["--weights", str(tmp_path / "nope.pt")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "python train.py" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--port", "99999"], "'99999' is not a port number (1-65535)"),
+    (["--port", "0"], "'0' is not a port number"),
+    (["--port", "web"], "'web' is not a port number"),
+])
+def test_a_bad_port_is_refused_with_the_usage_line(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        app.parse_args(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument --port: {says}" in err and "Traceback" not in err
+
+
+def test_the_port_can_come_from_gradios_variable(monkeypatch):
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    assert app.parse_args([]).port == 7999
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "123456")
+    with pytest.raises(SystemExit):
+        app.parse_args([])

@@ -81,6 +81,19 @@ def test_dry_run_without_out_leaves_shipped_weights_alone():
     assert weights.sha256_file(weights.DEFAULT_WEIGHTS) == before
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--epochs", "0"], "--epochs: must be at least 1, not 0"),
+    (["--epochs", "-3"], "--epochs: must be at least 1, not -3"),
+    (["--threads", "two"], "--threads: 'two' is not a whole number"),
+])
+def test_bad_numbers_are_refused_before_anything_runs(args, says):
+    """0 epochs would otherwise write an untrained model over the shipped weights."""
+    before = weights.sha256_file(weights.DEFAULT_WEIGHTS)
+    proc = run_train(*args, timeout=120)
+    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert weights.sha256_file(weights.DEFAULT_WEIGHTS) == before
+
+
 def test_killed_training_run_leaves_previous_weights_intact(tmp_path):
     out = tmp_path / "cnn.pt"
     weights.save(CNN(), out, {"recipe": "previous"})
