@@ -33,7 +33,7 @@ from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
 from cnn.preprocess import prepare
-from cnn.sketch import ARM_BRUSH_JS, BRUSH_RADIUS, CANVAS, TITLE, sketchpad  # noqa: F401 (re-exported for bench/ and tests/)
+from cnn.sketch import ARM_BRUSH_JS, BRUSH_RADIUS, CANVAS, refusal, sketchpad  # noqa: F401 (re-exported for bench/ and tests/)
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted((HERE / "cnn" / "examples").glob("mnist_test_*.png"))
@@ -115,7 +115,7 @@ def _prepare(value):
     try:
         return prepare(value)
     except InputError as e:
-        raise gr.Error(str(e), title=TITLE, print_exception=False) from None
+        raise refusal(str(e)) from None
 
 
 def probabilities(features) -> dict[str, float]:

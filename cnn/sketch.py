@@ -47,6 +47,8 @@ ARM_BRUSH_JS = """
 
 
 TITLE = "Cannot read this drawing"
+# A drawing refused for a reason the visitor can act on: shown as title + sentence, not logged.
+refusal = partial(gr.Error, title=TITLE, print_exception=False)
 
 
 class SketchData(EditorData):
@@ -62,10 +64,10 @@ class SketchData(EditorData):
         except pydantic.ValidationError as e:
             first = e.errors()[0]
             where = ".".join(map(str, first["loc"])) or "the value"
-            raise gr.Error(
+            raise refusal(
                 f"The request's sketch is not a Sketchpad value ({where}: {first['msg']}). Send an "
-                'object with "background", "layers" and "composite" images, as gradio_client does.',
-                title=TITLE, print_exception=False) from None
+                'object with "background", "layers" and "composite" images, as gradio_client does.'
+            ) from None
 
 
 class Sketchpad(gr.Sketchpad):
@@ -86,7 +88,6 @@ class Sketchpad(gr.Sketchpad):
         return "imageeditor"
 
     def preprocess(self, payload):
-        refuse = partial(gr.Error, title=TITLE, print_exception=False)
         try:
             for source in self._uploads(payload):
                 with Image.open(source) as image:  # parses the header only
@@ -95,13 +96,13 @@ class Sketchpad(gr.Sketchpad):
         except gr.Error:
             raise
         except InputError as e:
-            raise refuse(str(e)) from None
+            raise refusal(str(e)) from None
         except Image.DecompressionBombError:  # PIL's own refusal, at twice MAX_PIXELS
-            raise refuse(f"The image declares more than the {MAX_PIXELS:,}-pixel limit; "
-                         "scale it down first.") from None
+            raise refusal(f"The image declares more than the {MAX_PIXELS:,}-pixel limit; "
+                          "scale it down first.") from None
         except Image.UnidentifiedImageError:
-            raise refuse("The upload is not an image in a format that can be read "
-                         "(PNG, JPEG, WebP, ...).") from None
+            raise refusal("The upload is not an image in a format that can be read "
+                          "(PNG, JPEG, WebP, ...).") from None
         except Exception as e:  # truncated data, corrupt chunks: logged for the operator
             raise gr.Error("The image is damaged and cannot be decoded.", title=TITLE) from e
 
