@@ -26,9 +26,12 @@ from functools import partial
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import torch
 
-from cnn import render, weights
+from torchvision.transforms.functional import to_tensor
+
+from cnn import explain, inspector, render, serving, weights
 from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
@@ -67,6 +70,14 @@ the probabilities at the top.
 Each layer has one colour scale, shown under its maps: black is 0, pale yellow is that layer's
 strongest response to your drawing. Dim dots mark windows that look flat (usually all zero):
 pooling still keeps one cell there, but there was nothing to win.
+
+**Click or tap any cell** of ③–⑥: the inspector shows where in your drawing it looks, the sum
+that gave its value, what pooling kept and, for ⑥, how it votes for each digit.
+"""
+EVIDENCE = """
+## ⑦ Where the answer came from
+The last layer is linear, so each digit's score is a sum of one term per cell of ⑥ plus a bias.
+Adding up the 32 channels at each position gives a 7×7 map that adds up *exactly* to the score.
 """
 
 CSS = """
@@ -75,7 +86,28 @@ CSS = """
 .crisp .image-container { padding-top: 30px; }
 .crisp img { image-rendering: pixelated; width: auto !important; height: auto !important;
              max-width: 100%; max-height: 100%; object-fit: contain; }
+.clickable img { cursor: crosshair; }
+/* The answer, one line above the canvas. On a phone the page is one column: keep the line in
+   view (sticky) while the visitor scrolls to draw, and shorten the introduction. */
+#answer .answer { font-size: 1.25rem; padding: 6px 10px; border-radius: 8px; background: #f3f4f6; }
+#answer .answer b { font-size: 1.6rem; }
+@media (max-width: 640px) {
+  #answer { position: sticky; top: 0; z-index: 50; }
+  #intro p { display: none; }
+}
+#inspector-col { position: sticky; top: 8px; align-self: flex-start; }
+#inspector table.cells { border-collapse: collapse; font-size: 0.78rem; font-variant-numeric: tabular-nums; margin: 4px; }
+#inspector table.cells td { border: 1px solid #e5e7eb; padding: 1px 4px; text-align: right; }
+#inspector table.cells caption { font-size: 0.75rem; color: #6b7280; }
+#inspector td.won { outline: 2px solid rgb(0,229,255); font-weight: bold; }
+#inspector .row { display: flex; flex-wrap: wrap; align-items: center; }
+#inspector .op { font-size: 1.2rem; margin: 0 2px; }
+#inspector td.bar { width: 120px; } #inspector td.bar span { display: inline-block; height: 10px; }
+#inspector .pos, #evidence-text .red { background: rgb(214,39,40); color: white; }
+#inspector .neg, #evidence-text .blue { background: rgb(31,119,180); color: white; }
+#inspector .green { color: #15803d; font-weight: bold; } #inspector .cyan { color: #0891b2; font-weight: bold; }
 """
+INSPECT_ERROR = partial(gr.Error, title="No such cell", print_exception=False)
 
 
 # ---------------------------------------------------------------- serving settings
@@ -130,30 +162,96 @@ def predict(model: CNN, value) -> dict[str, float] | str:
     return probabilities(extract(model, prepared.tensor))
 
 
-def update(model: CNN, value) -> tuple:
+def update(model: CNN, value, selection: tuple | None = None) -> tuple:
     """Everything the page shows for one sketch, from one preprocess and one forward pass:
-    (label, network input, conv1 before/after pooling, conv2 before/after pooling)."""
+    (label, network input, conv1 before/after pooling, conv2 before/after pooling, answer line,
+    receptive-field picture, inspector, evidence picture, evidence words, the 28x28 input for
+    the session's clicks). ``selection``: the inspected (layer, channel, row, col), or None for
+    the cell that voted most for the answer."""
     prepared = _prepare(value)
     if prepared is None:
-        return (EMPTY, None, None, None, None, None)
+        return (EMPTY, None, None, None, None, None, explain.answer(None), None, explain.NO_DRAWING,
+                None, "", None)
     features = extract(model, prepared.tensor)
-    page = render.page(features, prepared.image)
+    selection, panel, field = inspected(model, features, prepared.image, selection)
+    page = render.page(features, prepared.image, selection)
+    top, runner_up = (inspector.evidence(model, features, d) for d in features.ranked()[:2])
+    why = render.evidence([top["map"], np.subtract(top["map"], runner_up["map"])], prepared.image)
     return (probabilities(features), page.network_input, page.conv1_before, page.conv1_after,
-            page.conv2_before, page.conv2_after)
+            page.conv2_before, page.conv2_after, explain.answer(features.probabilities), field, panel,
+            why, explain.evidence(top, runner_up), prepared.image)
+
+
+def inspected(model: CNN, features, image, selection: tuple | None):
+    """(selection, inspector HTML, receptive-field picture) for the selected cell, or for the
+    cell that voted most for the answer when nothing is selected."""
+    cell = inspector.inspect(model, features, *(selection or inspector.strongest_vote(model, features)))
+    picture = render.receptive_field(image, cell["receptive_field"], cell.get("kept_receptive_field"))
+    return selection, explain.inspector(cell, default=selection is None), picture
+
+
+def select_cell(model: CNN, layer: str, image, evt: gr.SelectData) -> tuple:
+    """A click on ``layer``'s picture at pixel ``evt.index`` = (x, y): that cell, inspected and
+    framed in its grid. Reads the session's own 28x28 input (the page keeps nothing else)."""
+    cell = render.cell_at(layer, *evt.index) if evt.index else None
+    if image is None or cell is None:  # nothing drawn yet, or a click between tiles
+        return (gr.skip(),) * 5 + ((explain.NO_DRAWING if image is None else gr.skip()), gr.skip())
+    features = extract(model, to_tensor(image)[None])
+    selection = (layer, *cell)
+    _, panel, field = inspected(model, features, image, selection)
+    page = render.page(features, image, selection)
+    return (page.conv1_before, page.conv1_after, page.conv2_before, page.conv2_after, field, panel, selection)
+
+
+def _on_select(model: CNN, layer: str):
+    """``select_cell`` for one picture. A closure, not a partial: Gradio finds the
+    ``gr.SelectData`` parameter by the handler's own annotations."""
+    def on_select(image, evt: gr.SelectData) -> tuple:
+        return select_cell(model, layer, image, evt)
+    return on_select
+
+
+def _features_or_empty(model: CNN, value):
+    prepared = _prepare(value)
+    return None if prepared is None else extract(model, prepared.tensor)
+
+
+def inspect_api(model: CNN, value, layer, channel, row, col) -> dict:
+    """``/inspect``: one cell of one layer for a sketch, as JSON (see ``cnn.inspector.inspect``)."""
+    features = _features_or_empty(model, value)
+    if features is None:
+        return {"label": EMPTY}
+    try:
+        return inspector.inspect(model, features, layer, channel, row, col)
+    except InputError as e:
+        raise INSPECT_ERROR(str(e)) from None
+
+
+def evidence_api(model: CNN, value, digit=None) -> dict:
+    """``/evidence``: the exact 7x7 map of where ``digit``'s score (default: the answer) came from."""
+    features = _features_or_empty(model, value)
+    if features is None:
+        return {"label": EMPTY}
+    try:
+        return inspector.evidence(model, features, digit)
+    except InputError as e:
+        raise INSPECT_ERROR(str(e)) from None
 
 
 # ---------------------------------------------------------------- the page
 
 def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
     """The page for ``model`` (eval mode), with its queue set. ``card``: its weights card, for the footer."""
-    def picture(label: str, height: int, **kw) -> gr.Image:
+    def picture(label: str, height: int, clickable: bool = False, **kw) -> gr.Image:
         return gr.Image(label=label, height=height, format="png", type="pil", interactive=False,
-                        buttons=["fullscreen"], elem_classes=["crisp"], **kw)
+                        buttons=["fullscreen"], elem_classes=["crisp", "clickable"] if clickable else ["crisp"],
+                        **kw)
 
-    with gr.Blocks(title="Draw a digit: inside an MNIST CNN", delete_cache=(1800, 3600)) as demo:
-        gr.Markdown(INTRO)
+    with gr.Blocks(title="Draw a digit: inside an MNIST CNN", delete_cache=serving.DELETE_CACHE) as demo:
+        gr.Markdown(INTRO, elem_id="intro")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=340):
+                answer = gr.HTML(explain.answer(None), elem_id="answer")
                 sketch = sketchpad()
                 gr.Examples(
                     examples=[[str(p)] for p in EXAMPLES],
@@ -165,36 +263,65 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
             with gr.Column(scale=2, min_width=200):
                 net_input = picture("② What the network receives: 28×28", 270,
                                     placeholder="Draw a digit", elem_id="network-input")
+                picture("conv1's 16 learned 5×5 filters", 260, value=render.filters(model.conv1[0].weight),
+                        elem_id="filters")
             with gr.Column(scale=3, min_width=240):
                 label = gr.Label(value=EMPTY, num_top_classes=10, label="What the network decides",
                                  elem_id="prediction")
         gr.Markdown(INSIDE)
         with gr.Row(equal_height=False):
-            picture("conv1's 16 learned 5×5 filters", 300,
-                    value=render.filters(model.conv1[0].weight), scale=2, min_width=200)
-            conv1_before = picture("③ conv1 + ReLU: 16 maps, 28×28 (dots: what pooling keeps)", 530,
-                                   scale=4, min_width=300, elem_id="conv1-before")
-            conv1_after = picture("④ after 2×2 max-pooling: 16 maps, 14×14", 530,
-                                  scale=4, min_width=300, elem_id="conv1-after")
-        gr.Markdown(INSIDE_2)
+            with gr.Column(scale=3, min_width=300):
+                with gr.Row(equal_height=False):
+                    conv1_before = picture("③ conv1 + ReLU: 16 maps, 28×28 (dots: what pooling keeps)", 530,
+                                           min_width=300, elem_id="conv1-before", clickable=True)
+                    conv1_after = picture("④ after 2×2 max-pooling: 16 maps, 14×14", 530,
+                                          min_width=300, elem_id="conv1-after", clickable=True)
+                gr.Markdown(INSIDE_2)
+                with gr.Row(equal_height=False):
+                    conv2_before = picture("⑤ conv2 + ReLU: 32 maps, 14×14 (dots: what pooling keeps)", 310,
+                                           min_width=300, elem_id="conv2-before", clickable=True)
+                    conv2_after = picture("⑥ after 2×2 max-pooling: 32 maps, 7×7 → linear → probabilities",
+                                          310, min_width=300, elem_id="conv2-after", clickable=True)
+            with gr.Column(scale=2, min_width=300, elem_id="inspector-col"):
+                field = picture("Where the inspected cell looks (green) in the 28×28 input", 250,
+                                elem_id="receptive-field")
+                panel = gr.HTML(explain.NO_DRAWING, elem_id="inspector")
+        gr.Markdown(EVIDENCE)
         with gr.Row(equal_height=False):
-            conv2_before = picture("⑤ conv2 + ReLU: 32 maps, 14×14 (dots: what pooling keeps)", 310,
-                                   min_width=300, elem_id="conv2-before")
-            conv2_after = picture("⑥ after 2×2 max-pooling: 32 maps, 7×7 → linear → probabilities", 310,
-                                  min_width=300, elem_id="conv2-after")
+            why = picture("Evidence per position: for the answer | answer minus runner-up", 290,
+                          min_width=300, scale=3, elem_id="evidence")
+            why_text = gr.HTML("", elem_id="evidence-text", min_height=0)
         gr.Markdown(_footer(model, card))
 
-        outputs = [label, net_input, conv1_before, conv1_after, conv2_before, conv2_after]
+        # The session's own state: its current 28x28 input (so a click needs no re-upload of the
+        # drawing) and the inspected cell (kept across strokes). Dropped with the session.
+        drawing, selection = gr.State(None), gr.State(None)
+        outputs = [label, net_input, conv1_before, conv1_after, conv2_before, conv2_after, answer, field,
+                   panel, why, why_text, drawing]
         # Live: after every stroke and on Clear (the pad's `change`), and when an example loads
         # (which the pad reports as `upload`, not `change`). always_last: strokes that arrive
         # while one is being processed collapse into the latest.
-        gr.on([sketch.change, sketch.upload], partial(update, model), sketch, outputs,
+        gr.on([sketch.change, sketch.upload], partial(update, model), [sketch, selection], outputs,
               api_name="update", api_visibility="undocumented", trigger_mode="always_last",
               show_progress="hidden", concurrency_id="cnn")
+        grids = [conv1_before, conv1_after, conv2_before, conv2_after]
+        for name, grid in zip(inspector.LAYERS, grids):  # a click or tap on a map: inspect that cell
+            grid.select(_on_select(model, name), drawing, [*grids, field, panel, selection],
+                        api_visibility="private", show_progress="hidden", concurrency_id="cnn",
+                        trigger_mode="always_last")
         # The public API: the same sketch value in, the ten probabilities out. No trigger on
         # the page (the page gets its label from `update`, so each stroke runs the model once).
         gr.on(triggers=[], fn=partial(predict, model), inputs=sketch, outputs=label,
               api_name="predict", concurrency_id="cnn")
+        # /inspect and /evidence: what the inspector and the evidence map show, as JSON.
+        layer_in = gr.Textbox(visible=False, label="layer")
+        channel_in, row_in, col_in, digit_in = (gr.Number(visible=False, label=n) for n in
+                                                ("channel", "row", "col", "digit"))
+        json_out = gr.JSON(visible=False)
+        gr.on(triggers=[], fn=partial(inspect_api, model), inputs=[sketch, layer_in, channel_in, row_in, col_in],
+              outputs=json_out, api_name="inspect", concurrency_id="cnn")
+        gr.on(triggers=[], fn=partial(evidence_api, model), inputs=[sketch, digit_in], outputs=json_out,
+              api_name="evidence", concurrency_id="cnn")
         demo.load(None, js=ARM_BRUSH_JS)
     demo.queue(**QUEUE)
     return demo
@@ -218,6 +345,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, *,
     ``block=False`` returns at once (tests); the server then runs until ``demo.close()``.
     With ``share``, a share link that cannot be made costs one line, and serving goes on locally."""
     said = io.StringIO()
+    serving.protect(demo)  # every event queued (no direct run route), sessions tied to their blobs
     with contextlib.redirect_stdout(said) if share else contextlib.nullcontext():
         result = demo.launch(
             server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=quiet,
@@ -226,7 +354,10 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, *,
             max_file_size=MAX_FILE_SIZE,  # every upload route answers 413 above it
             run_history=False,  # record nothing: no per-stroke runs kept, no Hub-bucket routes
             css=CSS,
+            # body caps, slow-client timeouts, unknown sessions answered 4xx, monitoring off, cache sweep
+            **serving.launch_options(demo, MAX_FILE_SIZE),
         )
+    serving.after_launch(demo)
     if share:  # Gradio's own account of a failed share link runs to a dozen lines
         print(f"* Running on local URL:  {demo.local_url}")
         if demo.share_url:
@@ -282,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_torch()
     demo = build_demo(model, card)
     try:
-        launch(demo, args.host, args.port, share=args.share)
+        with serving.sigterm_as_ctrl_c():  # SIGTERM (docker stop, Spaces) cleans up like Ctrl-C
+            launch(demo, args.host, args.port, share=args.share)
     except KeyboardInterrupt:  # Ctrl-C while still starting up
         pass
     except OSError as e:  # port taken, address not available
@@ -290,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         demo.close()
+        serving.remove_cache()  # every file a visitor sent or the page drew, and their folders
     return 0
 
 

@@ -6,11 +6,16 @@ sketch is handed over exactly as Gradio's Sketchpad gives it to the function: a 
 three 800x800 RGBA numpy arrays (white background, a transparent layer with black strokes,
 and their composite), with strokes as wide as the page's brush at that canvas size.
 
-Printed (p50 / p95 over --runs requests, after a warm-up), goal: page update p50 <= 15 ms:
+Printed (p50 / p95 over --runs requests, after a warm-up), goals: page update p50 <= 15 ms
+(evidence map and inspector included), an inspect request p50 <= 10 ms:
 
-  page update         preprocess + forward + every image on the page (the goal's measure)
-  + PNG encoding      the same, plus encoding its five pictures as Gradio sends them
+  page update         preprocess + forward + every image and text on the page (the goal's measure)
+  + PNG encoding      the same, plus encoding its seven pictures as Gradio sends them
   predict API         preprocess + forward, the ``/predict`` endpoint
+  inspect API         preprocess + forward + one cell's arithmetic, ``/inspect`` (cells of all 4 layers)
+  evidence API        preprocess + forward + the 7x7 map, ``/evidence``
+  click on a map      what a click costs: forward from the session's 28x28 input, the cell, the
+                      four map pictures with the cell framed, its receptive field, the panel
   parts               preprocess / extract / render, one at a time
 
 Torch runs with the server's settings (``app.configure_torch``: one thread).
@@ -94,8 +99,16 @@ def main(argv: list[str] | None = None) -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} thread; {platform.processor() or platform.machine()}")
 
     def with_png(v):
-        for im in app.update(model, v)[1:]:
-            encode(im)
+        for im in app.update(model, v):
+            if isinstance(im, Image.Image):
+                encode(im)
+
+    cells = [("conv1", 3, 14, 9), ("pool1", 7, 6, 5), ("conv2", 20, 7, 7), ("pool2", 11, 3, 3)]
+
+    class Click:  # what gr.SelectData carries: the pixel (x, y) clicked on the picture
+        def __init__(self, layer, c, r, q):
+            top, left, _, _ = render.cell_box(c, r, q, *render.GRIDS[layer][1:])
+            self.layer, self.index = layer, [left + 1, top + 1]
 
     prepared = [prepare(v) for v in values]
     feats = [extract(model, q.tensor) for q in prepared]
@@ -103,6 +116,14 @@ def main(argv: list[str] | None = None) -> None:
         ("page update (preprocess + forward + every image)", timed(lambda v: app.update(model, v), values, args.runs)),
         ("  + PNG encoding of its 5 pictures", timed(with_png, values, args.runs)),
         ("predict API (preprocess + forward)", timed(lambda v: app.predict(model, v), values, args.runs)),
+        ("inspect API (preprocess + forward + one cell)",
+         timed(lambda i: app.inspect_api(model, values[i % len(values)], *cells[i % len(cells)]),
+               list(range(len(values) * len(cells))), args.runs)),
+        ("evidence API (preprocess + forward + 7x7 map)",
+         timed(lambda v: app.evidence_api(model, v, None), values, args.runs)),
+        ("click on a map (forward + cell + 5 pictures)",
+         timed(lambda i: app.select_cell(model, cells[i % 4][0], prepared[i % len(values)].image,
+                                         Click(*cells[i % 4])), list(range(len(values) * 4)), args.runs)),
         ("  preprocess only", timed(prepare, values, args.runs)),
         ("  extract only (forward + hooks + kept cells)",
          timed(lambda q: extract(model, q.tensor), prepared, args.runs)),
@@ -114,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<{width}}  p50 {np.percentile(ms, 50):6.2f} ms   p95 {np.percentile(ms, 95):6.2f} ms")
     p50 = np.percentile(rows[0][1], 50)
     print(f"goal: page update p50 <= 15 ms: {'met' if p50 <= 15 else 'NOT met'} ({p50:.2f} ms)")
+    p50 = np.percentile(rows[3][1], 50)
+    print(f"goal: inspect request p50 <= 10 ms: {'met' if p50 <= 10 else 'NOT met'} ({p50:.2f} ms)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ do-nothing twin measures them, so the page's figures are also given as ratios to
 Goals: 0 errors; throughput >= 0.8x the twin's; single-client p50 within 25 ms of the twin's.
 Exit status 0 when every goal is met, 1 otherwise.
 
+The same three goals are then measured again on the page's own per-stroke path, as a browser
+makes it (``StrokeClient``): the sketch's three images sent as blobs to ``component_server``,
+``queue/join`` for ``update`` naming them, ``queue/data``, then a GET of every picture returned.
+
 Usage: python bench/load.py [--clients 32] [--requests 20] [--single 40] [--digits 100]
 """
 from __future__ import annotations
@@ -60,6 +64,8 @@ def twin_demo():
         label = gr.Label(num_top_classes=10)
         gr.on(triggers=[], fn=lambda value: CONSTANT, inputs=sketch, outputs=label,
               api_name="predict", concurrency_id="cnn")
+        gr.on([sketch.change, sketch.upload], fn=lambda value: CONSTANT, inputs=sketch, outputs=label,
+              api_name="update", trigger_mode="always_last", concurrency_id="cnn")
     demo.queue(**app.QUEUE)
     return demo
 
@@ -170,9 +176,10 @@ def client(url: str):
     return Client(url, verbose=False, analytics_enabled=False, download_files=False)
 
 
-def drive(url: str, values: list[tuple[dict, int]], clients: int, requests: int, offset: int = 0) -> Run:
+def drive(url: str, values: list[tuple[dict, int]], clients: int, requests: int, offset: int = 0,
+          make=None) -> Run:
     """``clients`` threads, each with its own Client, send ``requests`` drawings back to back."""
-    users = [client(url) for _ in range(clients)]  # connected before the clock starts
+    users = [(make or client)(url) for _ in range(clients)]  # connected before the clock starts
     start = threading.Barrier(clients + 1)
     lock = threading.Lock()
     latencies, errors, correct = [], [], [0]
@@ -207,6 +214,73 @@ def drive(url: str, values: list[tuple[dict, int]], clients: int, requests: int,
     return Run(np.array(latencies), seconds, errors, correct[0])
 
 
+# ---------------------------------------------------------------- the page's own per-stroke path
+
+def stroke_values(values) -> list[tuple[dict, int]]:
+    """The same drawings as PNG bytes, as the browser's Sketchpad sends them with accept_blobs."""
+    return [({k: Path(v["path"]).read_bytes() for k, v in (("background", value["background"]),
+                                                           ("layer", value["layers"][0]),
+                                                           ("composite", value["composite"]))}, digit)
+            for value, digit in values]
+
+
+class StrokeClient:
+    """One browser tab: after each stroke the page's Sketchpad posts its background, layer and
+    composite to ``component_server`` (accept_blobs), joins the queue for ``update`` naming the
+    blobs' id, reads the answer from ``queue/data``, then fetches every picture in it."""
+
+    def __init__(self, url: str):
+        import uuid
+
+        import httpx
+
+        self.http = httpx.Client(base_url=url, timeout=120)
+        self.session = uuid.uuid4().hex[:11]
+        config = self.http.get("/config").json()
+        self.pad = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "sketch")
+        dep = next((d for d in config["dependencies"] if d.get("api_name") == "update"), None)
+        if dep is None:
+            raise RuntimeError("no update event")
+        self.fn_index, self.inputs = dep["id"], dep["inputs"]
+
+    def predict(self, blobs: dict, api_name: str = "/update") -> dict:
+        import uuid
+
+        blob_id = uuid.uuid4().hex[:10]
+        for kind, data in blobs.items():
+            r = self.http.post("/gradio_api/component_server", files=[("files", ("blob", data, "image/png"))],
+                               data={"session_hash": self.session, "component_id": str(self.pad),
+                                     "fn_name": "accept_blobs", "type": kind,
+                                     "index": "0" if kind == "layer" else "null", "id": blob_id})
+            r.raise_for_status()
+        value = {"background": None, "layers": [], "composite": None, "id": blob_id}
+        data = [value if i == self.pad else None for i in self.inputs]
+        r = self.http.post("/gradio_api/queue/join", json={"data": data, "fn_index": self.fn_index,
+                                                           "session_hash": self.session, "trigger_id": self.pad,
+                                                           "event_data": None})
+        r.raise_for_status()
+        import json
+
+        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session}) as sse:
+            for line in sse.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                msg = json.loads(line[5:])
+                if msg.get("msg") == "process_completed":
+                    break
+        if not msg.get("success"):
+            raise RuntimeError(str(msg.get("output"))[:200])
+        out = msg["output"]["data"]
+        for item in out:  # the pictures, as the browser fetches them
+            if isinstance(item, dict) and item.get("url"):
+                self.http.get(item["url"]).raise_for_status()
+        label = next((o for o in out if isinstance(o, dict) and "label" in o), {})
+        return {"label": label.get("label")}
+
+    def close(self) -> None:
+        self.http.close()
+
+
 class Figures(NamedTuple):
     single: Run
     load: Run
@@ -216,11 +290,11 @@ class Figures(NamedTuple):
         return len(self.load.latencies_ms) / self.load.seconds
 
 
-def single_client(urls: list[str], values, requests: int) -> list[Run]:
+def single_client(urls: list[str], values, requests: int, make=None) -> list[Run]:
     """One client per app, sending ``requests`` drawings to each app in turn (a, b, a, b, ...):
     whatever else the machine is doing meanwhile weighs on both alike."""
     runs: list[list] = [[[], [], 0] for _ in urls]
-    users = [client(url) for url in urls]
+    users = [(make or client)(url) for url in urls]
     t0 = time.perf_counter()
     for j in range(requests):
         value, digit = values[j % len(values)]
@@ -240,16 +314,16 @@ def single_client(urls: list[str], values, requests: int) -> list[Run]:
     return [Run(np.array(lat), seconds, err, ok) for lat, err, ok in runs]
 
 
-def measure(urls: dict[str, str], values, args) -> dict[str, Figures]:
+def measure(urls: dict[str, str], values, args, make=None) -> dict[str, Figures]:
     for url in urls.values():  # first requests pay for lazy imports and the thread pools' first threads
-        drive(url, values, 1, args.warmup, offset=len(values) // 2)
-        drive(url, values, min(4, args.clients), args.warmup)
-    singles = dict(zip(urls, single_client(list(urls.values()), values, args.single), strict=True))
+        drive(url, values, 1, args.warmup, offset=len(values) // 2, make=make)
+        drive(url, values, min(4, args.clients), args.warmup, make=make)
+    singles = dict(zip(urls, single_client(list(urls.values()), values, args.single, make=make), strict=True))
     print("  single client: " + ", ".join(f"{name} {pct(run, 50):.1f} ms p50" for name, run in singles.items()),
           flush=True)
     figures = {}
     for name, url in urls.items():  # one at a time: the other app sits idle meanwhile
-        load = drive(url, values, args.clients, args.requests)
+        load = drive(url, values, args.clients, args.requests, make=make)
         figures[name] = Figures(singles[name], load)
         print(f"  {name}: {args.clients} clients done ({figures[name].throughput:.1f} requests/s)", flush=True)
     return figures
@@ -324,8 +398,17 @@ def main(argv: list[str] | None = None) -> int:
         with served([sys.executable, __file__, "--serve-twin", str(twin_port)], twin_port, tmp / "twin.log") as twin, \
                 served([sys.executable, str(ROOT / "app.py"), "--port", str(page_port)], page_port,
                        tmp / "page.log") as page:
+            print("/predict through gradio_client:", flush=True)
             figures = measure({"do-nothing twin": twin, "the page": page}, values, args)
-    return 0 if report(figures["do-nothing twin"], figures["the page"], args) else 1
+            print("the page's per-stroke path (accept_blobs x3, queue/join update, queue/data, picture GETs):",
+                  flush=True)
+            strokes = measure({"do-nothing twin": twin, "the page": page}, stroke_values(values), args,
+                              make=StrokeClient)
+    print("\n/predict")
+    ok = report(figures["do-nothing twin"], figures["the page"], args)
+    print("\nper stroke (/update as the browser sends it)")
+    ok &= report(strokes["do-nothing twin"], strokes["the page"], args)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ Forward hooks on the model's own modules record each block's activations while
 these views can never drift from what the network really computes. For each
 pooling layer, the cell each 2x2 window kept (its argmax) comes from the same
 ``max_pool2d`` with ``return_indices=True`` and the pool's own settings.
+
+The answer's evidence is exact, not an attribution method: the last layer is linear, so
+class ``c``'s score is ``bias_c + sum_{k,i,j} W_out[c, k, i, j] * pooled2[k, i, j]``, and
+summing that over the 32 channels gives a 7x7 map of how much each position added.
 """
 from __future__ import annotations
 
@@ -28,9 +32,31 @@ class Block:
 
 @dataclass
 class Features:
+    input: torch.Tensor  # (1, 28, 28): what the network received
     conv1: Block  # before (16, 28, 28), after (16, 14, 14)
     conv2: Block  # before (32, 14, 14), after (32, 7, 7)
-    probabilities: torch.Tensor  # (10,)
+    logits: torch.Tensor  # (10,) the class scores
+    probabilities: torch.Tensor  # (10,) softmax of the scores
+
+    def ranked(self) -> list[int]:
+        """Digits from the most to the least likely."""
+        return self.logits.argsort(descending=True).tolist()
+
+
+def class_weights(model: CNN, pooled: torch.Tensor) -> torch.Tensor:
+    """``model.out``'s weight as (10, C, H, W), laid out like the pooled maps it reads.
+
+    ``model.forward`` flattens (C, H, W) in that order, so this view is exact."""
+    return model.out.weight.view(model.out.out_features, *pooled.shape)
+
+
+@torch.inference_mode()
+def evidence(model: CNN, features: Features, digit: int) -> torch.Tensor:
+    """(7, 7): position (i, j)'s share of ``digit``'s score, summed over conv2's 32 channels.
+
+    ``evidence(...).sum() + model.out.bias[digit] == features.logits[digit]`` exactly (in float)."""
+    pooled = features.conv2.after  # (32, 7, 7)
+    return (class_weights(model, pooled)[digit] * pooled).sum(0)
 
 
 def kept_cells(before: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
@@ -62,4 +88,4 @@ def extract(model: CNN, x: torch.Tensor) -> Features:
                     kept_cells(seen[name + ".before"], block[2])[0])
         for name, block in blocks.items()
     }
-    return Features(out["conv1"], out["conv2"], logits.softmax(1)[0])
+    return Features(x[0], out["conv1"], out["conv2"], logits[0], logits.softmax(1)[0])

@@ -57,6 +57,14 @@ SPECK_GAP = 0.25  # ...separated from the digit by more than this fraction of th
 # upload before ``prepare`` sees it (PIL warns above the limit and refuses above twice it).
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
+# Formats whose PIL decoders only decode pixels. Not EPS/PS/PDF (PIL hands those to Ghostscript,
+# which runs the file as a program), nor anything else PIL might open: PIL is told to try only
+# these (``Image.open(..., formats=IMAGE_FORMATS)``), so no other plugin ever sees the bytes.
+Image.init()  # registers every plugin PIL has, so the list below can be checked against them
+IMAGE_FORMATS = tuple(f for f in ("PNG", "JPEG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "JPEG2000", "AVIF")
+                      if f in Image.OPEN)  # JPEG covers MPO (multi-picture) files too
+FORMAT_NAMES = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+
 _NATIVE_MODES = {"L", "LA", "RGB", "RGBA"}  # what the pipeline reads; every other mode is converted
 
 
@@ -117,15 +125,24 @@ def check_size(width: int, height: int) -> None:
         raise InputError(f"The image is {width}x{height} pixels, too long and thin to be a drawing of a digit.")
 
 
+def open_image(source) -> Image.Image:
+    """``Image.open`` for a path, bytes or a binary file, trying only ``IMAGE_FORMATS``: the header
+    is parsed, nothing is decoded. Raises PIL's own errors (``UnidentifiedImageError`` for any
+    other format, EPS included) and ``OSError`` for a path that is not a readable file."""
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    with warnings.catch_warnings():
+        # PIL warns about images over MAX_IMAGE_PIXELS while opening; check_size rejects them anyway.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source, formats=IMAGE_FORMATS)
+
+
 def _open(source: str | os.PathLike | bytes | bytearray) -> Image.Image:
-    """Decode an image file (path or bytes), checking its size from the header first."""
+    """Decode an image file (path or bytes), checking its format and size from the header first."""
     in_memory = isinstance(source, (bytes, bytearray))
     name = "The data" if in_memory else f"The file '{os.fsdecode(source)}'"
     try:
-        with warnings.catch_warnings():
-            # PIL warns about images over MAX_IMAGE_PIXELS while opening; check_size rejects them anyway.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source) if in_memory else source)
+        image = open_image(source)
     except FileNotFoundError:
         raise InputError(f"{name} does not exist.") from None
     except IsADirectoryError:
@@ -133,7 +150,7 @@ def _open(source: str | os.PathLike | bytes | bytearray) -> Image.Image:
     except Image.DecompressionBombError:  # over twice MAX_IMAGE_PIXELS (set above)
         raise InputError(f"{name} declares an image too large to decode safely.") from None
     except Image.UnidentifiedImageError:
-        raise InputError(f"{name} is not an image in a format that can be read.") from None
+        raise InputError(f"{name} is not an image in a format that can be read ({FORMAT_NAMES}).") from None
     except Exception as e:  # PermissionError, plugin errors on a malformed header: all unreadable to a user
         raise InputError(f"{name} cannot be opened as an image ({type(e).__name__}: {e}).") from None
     with image:
@@ -147,6 +164,8 @@ def _open(source: str | os.PathLike | bytes | bytearray) -> Image.Image:
 
 
 def _from_pil(image: Image.Image) -> Image.Image:
+    if image.format not in (None, "MPO", *IMAGE_FORMATS):  # a PIL image opened from a file elsewhere
+        raise InputError(f"{image.format} images are not read here (only {FORMAT_NAMES}).")
     check_size(*image.size)  # before load(), which decodes a lazily opened image
     try:
         image.load()
@@ -161,6 +180,12 @@ def _from_pil(image: Image.Image) -> Image.Image:
         raise
     except Exception as e:  # a lazy image that fails to decode, a closed one, a mode PIL cannot convert
         raise InputError(f"Cannot read this {image.mode} image ({type(e).__name__}: {e}).") from None
+
+
+def as_8bit(image: Image.Image) -> Image.Image:
+    """``image`` in mode L, LA, RGB or RGBA, read as ``prepare`` reads it (float and 16-bit
+    images by their value range, not clipped to 0-255 the way ``Image.convert`` does)."""
+    return _from_pil(image)
 
 
 def _from_array(a: np.ndarray) -> Image.Image:

@@ -36,9 +36,10 @@ from .features import Block, Features
 
 # ------------------------------------------------------------------ palette
 LEVELS = 240  # colour-scale entries 0..239
-WHITE, KEPT, KEPT_DIM, TEXT0 = 240, 241, 242, 243  # TEXT0..255: 13 anti-aliased text greys
+WHITE, KEPT, KEPT_DIM, HIGHLIGHT, TEXT0 = 240, 241, 242, 243, 244  # TEXT0..255: 12 anti-aliased text greys
 TEXT_LEVELS = 256 - TEXT0
 RGB_WHITE, RGB_KEPT, RGB_KEPT_DIM, RGB_TEXT = (255, 255, 255), (0, 229, 255), (0, 64, 80), (55, 65, 81)
+RGB_HIGHLIGHT = (57, 255, 20)  # the inspected cell's frame: a green no colour scale here uses
 
 FLAT = LEVELS // 30  # a 2x2 window whose colours differ by fewer levels looks flat: no visible winner
 GAP = 4  # white gutter between tiles, px
@@ -63,7 +64,7 @@ def _ramp(anchors: list[tuple[float, tuple[int, int, int]]], n: int = LEVELS) ->
 def _palette(scale: np.ndarray) -> list[int]:
     text = [tuple(round(w + (t - w) * q / (TEXT_LEVELS - 1)) for w, t in zip(RGB_WHITE, RGB_TEXT))
             for q in range(TEXT_LEVELS)]
-    rows = [tuple(c) for c in scale] + [RGB_WHITE, RGB_KEPT, RGB_KEPT_DIM] + text
+    rows = [tuple(c) for c in scale] + [RGB_WHITE, RGB_KEPT, RGB_KEPT_DIM, RGB_HIGHLIGHT] + text
     assert len(rows) == 256
     return [v for row in rows for v in row]
 
@@ -79,6 +80,7 @@ WEIGHT_SCALE = _ramp([(0.0, (33, 102, 172)), (0.25, (146, 197, 222)), (0.5, (247
                       (0.75, (244, 165, 130)), (1.0, (178, 24, 43))])
 ACTIVATION_PALETTE = _palette(ACTIVATION_SCALE)
 WEIGHT_PALETTE = _palette(WEIGHT_SCALE)
+WEIGHT_RGB = np.asarray(WEIGHT_PALETTE, np.uint8).reshape(256, 3)
 
 
 @dataclass
@@ -214,43 +216,91 @@ def image(idx: np.ndarray, palette: list[int] = ACTIVATION_PALETTE) -> Image.Ima
     return im
 
 
+def frame(g: np.ndarray, cell_box: tuple[int, int, int, int], width: int = 2, index: int = HIGHLIGHT) -> None:
+    """Draw a ``width``-px frame just outside the pixel box (top, left, bottom, right) into the
+    index array ``g``, in place, clipped to its edges."""
+    top, left, bottom, right = cell_box
+    h, w = g.shape
+    t, l, b, r = max(0, top - width), max(0, left - width), min(h, bottom + width), min(w, right + width)
+    g[t:max(t, top), l:r] = index
+    g[bottom:b, l:r] = index
+    g[t:b, l:max(l, left)] = index
+    g[t:b, right:r] = index
+
+
+def cell_box(channel: int, row: int, col: int, side: int, cell: int, cols: int) -> tuple[int, int, int, int]:
+    """Pixel box (top, left, bottom, right) of a map cell in a ``grid`` picture."""
+    t = side * cell + GAP
+    y, x = (channel // cols) * t + row * cell, (channel % cols) * t + col * cell
+    return y, x, y + cell, x + cell
+
+
 def feature_grid(maps: np.ndarray | torch.Tensor, cell: int, cols: int, hi: float, lo: float = 0.0,
                  kept: np.ndarray | torch.Tensor | None = None,
-                 palette: list[int] = ACTIVATION_PALETTE) -> Image.Image:
+                 palette: list[int] = ACTIVATION_PALETTE,
+                 selected: tuple[int, int, int] | None = None) -> Image.Image:
     """(N, h, w) maps -> a picture: a grid of tiles on the colour scale [lo, hi], kept cells
-    dotted if ``kept`` is given, and the colour bar with its numbers underneath."""
+    dotted if ``kept`` is given, the ``selected`` (channel, row, col) cell framed in green, and
+    the colour bar with its numbers underneath."""
     values = _np(maps).astype(np.float32, copy=False)
     idx = levels(values, lo, hi)
     dots = None if kept is None else kept_dots(idx, _np(kept).astype(bool, copy=False))
     g = grid(idx, cell, cols, dots)
+    if selected is not None:
+        frame(g, cell_box(*selected, values.shape[-1], cell, cols))
     strip = legend(g.shape[1], lo, hi, key=kept is not None)
     return image(np.concatenate([g, strip]), palette)
 
 
 # ------------------------------------------------------------------ what the page shows
 
+def _pixels(pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(28, 28) uint8 from a uint8 picture or a [0, 1] float tensor of any shape ending in (28, 28)."""
+    a = _np(pixels)
+    a = a.reshape(a.shape[-2], a.shape[-1])
+    return a if a.dtype == np.uint8 else (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def network_input(pixels: np.ndarray | torch.Tensor, cell: int = INPUT_CELL) -> Image.Image:
     """The 28x28 image the network receives (ink high, so ink is white), as crisp grey squares.
     ``pixels``: (28, 28) uint8, or a [0, 1] float tensor of any shape ending in (28, 28)."""
-    a = _np(pixels)
-    a = a.reshape(a.shape[-2], a.shape[-1])
-    if a.dtype != np.uint8:
-        a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+    a = _pixels(pixels)
     im = Image.fromarray(np.ascontiguousarray(a.repeat(cell, 0).repeat(cell, 1)), "L")
     im.encoderinfo = dict(PNG)
     return im
 
 
-def layer(block: Block, cell: int, cols: int) -> tuple[Image.Image, Image.Image]:
-    """One conv block -> (before pooling, kept cells dotted; after pooling), one colour scale.
+def scale_max(block: Block) -> float:
+    """The top of a block's colour scale: its largest activation for this input (1 if all zero).
+    Pooling keeps maxima, so "after" never exceeds it."""
+    hi = float(block.before.max()) if block.before.numel() else 0.0
+    return hi if hi > 0 else 1.0
 
-    The scale runs from 0 to the block's largest activation for this input: pooling keeps
-    maxima, so "after" never exceeds it. An all-zero block gets [0, 1]."""
-    before = _np(block.before)
-    hi = float(before.max()) if before.size else 0.0
-    hi = hi if hi > 0 else 1.0
-    return (feature_grid(before, cell, cols, hi, kept=block.kept),
-            feature_grid(block.after, 2 * cell, cols, hi))
+
+def layer(block: Block, cell: int, cols: int, selected_before: tuple[int, int, int] | None = None,
+          selected_after: tuple[int, int, int] | None = None) -> tuple[Image.Image, Image.Image]:
+    """One conv block -> (before pooling, kept cells dotted; after pooling), one colour scale
+    from 0 to ``scale_max(block)``; a selected (channel, row, col) cell is framed."""
+    hi = scale_max(block)
+    return (feature_grid(block.before, cell, cols, hi, kept=block.kept, selected=selected_before),
+            feature_grid(block.after, 2 * cell, cols, hi, selected=selected_after))
+
+
+# Where each inspectable layer is drawn: (block, maps, side, cell px, tiles across).
+GRIDS = {"conv1": (16, 28, CONV1_CELL, CONV1_COLS), "pool1": (16, 14, 2 * CONV1_CELL, CONV1_COLS),
+         "conv2": (32, 14, CONV2_CELL, CONV2_COLS), "pool2": (32, 7, 2 * CONV2_CELL, CONV2_COLS)}
+
+
+def cell_at(layer_name: str, x: int, y: int) -> tuple[int, int, int] | None:
+    """The (channel, row, col) under pixel (x, y) of ``layer_name``'s picture, or None where
+    (x, y) is a gutter, the colour bar or outside (what a click on the picture reports)."""
+    n, side, cell, cols = GRIDS[layer_name]
+    t = side * cell + GAP
+    (tr, yy), (tc, xx) = divmod(int(y), t), divmod(int(x), t)
+    if x < 0 or y < 0 or yy >= side * cell or xx >= side * cell or tc >= cols:
+        return None
+    channel = tr * cols + tc
+    return (channel, yy // cell, xx // cell) if channel < n else None
 
 
 def filters(weight: torch.Tensor | np.ndarray, cell: int = FILTER_CELL, cols: int = FILTER_COLS) -> Image.Image:
@@ -261,8 +311,70 @@ def filters(weight: torch.Tensor | np.ndarray, cell: int = FILTER_CELL, cols: in
     return feature_grid(w, cell, cols, hi=m, lo=-m, palette=WEIGHT_PALETTE)
 
 
-def page(features: Features, pixels: np.ndarray | torch.Tensor) -> Page:
-    """Every per-drawing picture, from one ``extract`` result and the network's input."""
-    c1b, c1a = layer(features.conv1, CONV1_CELL, CONV1_COLS)
-    c2b, c2a = layer(features.conv2, CONV2_CELL, CONV2_COLS)
+def page(features: Features, pixels: np.ndarray | torch.Tensor,
+         selected: tuple[str, int, int, int] | None = None) -> Page:
+    """Every per-drawing picture, from one ``extract`` result and the network's input; a
+    ``selected`` (layer, channel, row, col) cell is framed in its grid."""
+    def sel(name):
+        return tuple(selected[1:]) if selected is not None and selected[0] == name else None
+
+    c1b, c1a = layer(features.conv1, CONV1_CELL, CONV1_COLS, sel("conv1"), sel("pool1"))
+    c2b, c2a = layer(features.conv2, CONV2_CELL, CONV2_COLS, sel("conv2"), sel("pool2"))
     return Page(network_input(pixels), c1b, c1a, c2b, c2a)
+
+
+# ------------------------------------------------------------------ the inspector and the evidence
+
+def _rgb(idx: np.ndarray, palette: list[int]) -> np.ndarray:
+    """Palette indices -> (..., 3) uint8 colours."""
+    table = WEIGHT_RGB if palette is WEIGHT_PALETTE else np.asarray(palette, np.uint8).reshape(256, 3)
+    return table[idx]
+
+
+def _faint(pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(28, 28) float in [0, 1]: the drawing as faint grey ink on white (1 = paper)."""
+    return 1 - 0.45 * _pixels(pixels).astype(np.float32) / 255
+
+
+def receptive_field(pixels: np.ndarray | torch.Tensor, box: list[int], inner: list[int] | None = None,
+                    cell: int = INPUT_CELL) -> Image.Image:
+    """The 28x28 network input, dimmed outside ``box`` (the cell's receptive field, [top, left,
+    bottom, right] in input pixels, ends exclusive), framed in green; ``inner`` (a pooling
+    winner's own field) framed in cyan."""
+    a = _pixels(pixels)
+    top, left, bottom, right = box
+    dim = np.full(a.shape, 0.35, np.float32)
+    dim[top:bottom, left:right] = 1.0
+    grey = Image.fromarray((a * dim + 0.5).astype(np.uint8), "L")  # ink white, as on the input picture
+    im = grey.resize((grey.width * cell, grey.height * cell), Image.Resampling.NEAREST).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    for b, colour in ((box, RGB_HIGHLIGHT), (inner, RGB_KEPT)):
+        if b is not None:  # drawn inside the box, so a field clipped at the border shows all sides
+            t, l_, bo, r = (v * cell for v in b)
+            draw.rectangle([l_, t, r - 1, bo - 1], outline=colour, width=2)
+    im.encoderinfo = dict(PNG)
+    return im
+
+
+def evidence(maps: list[np.ndarray | torch.Tensor], pixels: np.ndarray | torch.Tensor,
+             cell: int = INPUT_CELL) -> Image.Image:
+    """Signed 7x7 evidence maps side by side, each over a faint copy of the 28x28 input: red
+    raised the score, blue lowered it, white added nothing; one symmetric scale for all, with
+    its colour bar. Position (i, j) of a map covers input pixels [4i, 4i+4) x [4j, 4j+4), the
+    stride of the two poolings (its receptive field is larger: 16x16)."""
+    faint = _faint(pixels)[..., None]  # (28, 28, 1)
+    ms = [_np(m).astype(np.float32) for m in maps]
+    hi = max(float(np.abs(m).max()) for m in ms) or 1.0
+    side = faint.shape[0]
+    tiles = []
+    for m in ms:  # blended at 28x28 (both factors are constant there), upscaled once at the end
+        up = side // m.shape[0]
+        colour = _rgb(levels(m, -hi, hi), WEIGHT_PALETTE).repeat(up, 0).repeat(up, 1)
+        tiles += [(colour * faint + 0.5).astype(np.uint8), np.full((side, GAP, 3), 255, np.uint8)]
+    body = Image.fromarray(np.ascontiguousarray(np.concatenate(tiles[:-1], axis=1)), "RGB")
+    body = body.resize((body.width * cell, body.height * cell), Image.Resampling.NEAREST)
+    im = Image.new("RGB", (body.width, body.height + LEGEND_H), RGB_WHITE)
+    im.paste(body)
+    im.paste(Image.fromarray(_rgb(legend(body.width, -hi, hi), WEIGHT_PALETTE), "RGB"), (0, body.height))
+    im.encoderinfo = dict(PNG)
+    return im

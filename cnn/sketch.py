@@ -7,15 +7,30 @@ refuses an unreadable upload with a sentence before Gradio decodes it.
 from __future__ import annotations
 
 import io
+import re
+import threading
+import time
+from collections import OrderedDict
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 import pydantic
-from gradio.components.image_editor import EditorData
+from fastapi import HTTPException
+from gradio.components.base import server
+from gradio.components.image_editor import AcceptBlobs, EditorData, EditorDataBlobs
+from gradio.data_classes import FileData
 from PIL import Image
 
+from . import serving
 from .errors import InputError
-from .preprocess import MAX_PIXELS, check_size
+from .preprocess import FORMAT_NAMES, MAX_PIXELS, as_8bit, check_size, open_image
+
+MAX_LAYERS = 1  # the page's canvas has one layer (layers=False); a sketch may carry at most this many
+MAX_BLOB_BYTES = 2 * 1024 * 1024  # one image sent by accept_blobs (a 400x400 stroke PNG is ~10 kB)
+MAX_BLOB_IDS_PER_SESSION = 4  # drawings (ids) a session may have waiting; older ones are dropped
+MAX_BLOBS_BYTES = 64 * 1024 * 1024  # all sessions' waiting blobs together; the oldest go first
+BLOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 CANVAS = 400  # px square. Big enough to draw in comfortably, small enough to upload every stroke fast.
 # Brush radius in canvas px. MNIST strokes are ~0.09 of the digit's height (median over the
@@ -60,7 +75,7 @@ class SketchData(EditorData):
     @classmethod
     def model_validate(cls, obj, **kwargs):
         try:
-            return super().model_validate(obj, **kwargs)
+            value = super().model_validate(obj, **kwargs)
         except pydantic.ValidationError as e:
             first = e.errors()[0]
             where = ".".join(map(str, first["loc"])) or "the value"
@@ -68,6 +83,78 @@ class SketchData(EditorData):
                 f"The request's sketch is not a Sketchpad value ({where}: {first['msg']}). Send an "
                 'object with "background", "layers" and "composite" images, as gradio_client does.'
             ) from None
+        if len(value.layers) > MAX_LAYERS:  # before anything is opened, let alone decoded
+            raise refusal(f"The sketch has {len(value.layers)} layers; this canvas has {MAX_LAYERS} "
+                          "(plus the background and the composite).")
+        return value
+
+
+class BlobStore:
+    """The images the page sends with ``accept_blobs`` before each event, until that event uses them.
+
+    Keyed by (session, id): an id is read only by the session that sent it (the session of the
+    event being processed comes from ``serving.current_session``). A blob no event used is dropped
+    after ``serving.BLOB_TTL`` s; a session keeps at most ``MAX_BLOB_IDS_PER_SESSION`` drawings and
+    all of them together at most ``MAX_BLOBS_BYTES``, the oldest dropped first. Gradio's
+    ``ImageEditor.preprocess`` uses it like the dict it replaces (``get``, ``in``, ``pop``)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[str, str], tuple[float, EditorDataBlobs]] = OrderedDict()
+
+    def __deepcopy__(self, memo):  # a per-session copy of the component shares the store
+        return self
+
+    @staticmethod
+    def _key(blob_id) -> tuple[str, str]:
+        return (serving.current_session() or "", str(blob_id))
+
+    def get(self, blob_id, default=None):
+        with self._lock:
+            item = self._items.get(self._key(blob_id))
+        return item[1] if item else default
+
+    def __contains__(self, blob_id) -> bool:
+        with self._lock:
+            return self._key(blob_id) in self._items
+
+    def pop(self, blob_id, default=None):
+        with self._lock:
+            item = self._items.pop(self._key(blob_id), None)
+        return item[1] if item else default
+
+    def put(self, session: str, blob_id: str, kind: str, index: int | None, data: bytes) -> None:
+        with self._lock:
+            self._expire()
+            key = (session, blob_id)
+            _, blobs = self._items.pop(key, (0, None))
+            blobs = blobs or EditorDataBlobs(background=None, layers=[], composite=None)
+            if kind == "layer":
+                blobs.layers = [data]  # index 0, checked by the caller: the one layer
+            else:
+                setattr(blobs, kind, data)
+            self._items[key] = (time.monotonic(), blobs)
+            mine = [k for k in self._items if k[0] == session]
+            for old in mine[:-MAX_BLOB_IDS_PER_SESSION]:
+                del self._items[old]
+            while self._size() > MAX_BLOBS_BYTES and len(self._items) > 1:
+                self._items.popitem(last=False)
+
+    def expire(self) -> None:
+        with self._lock:
+            self._expire()
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - serving.BLOB_TTL
+        for key in [k for k, (t, _) in self._items.items() if t < cutoff]:
+            del self._items[key]
+
+    def _size(self) -> int:
+        return sum(len(b or b"") for _, blobs in self._items.values()
+                   for b in (blobs.background, blobs.composite, *blobs.layers))
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class Sketchpad(gr.Sketchpad):
@@ -81,6 +168,40 @@ class Sketchpad(gr.Sketchpad):
 
     data_model = SketchData
 
+    @property
+    def blob_storage(self) -> BlobStore:
+        """Replaces Gradio's unbounded, session-blind dict (see ``BlobStore``)."""
+        store = self.__dict__.get("_blob_store")
+        if store is None:
+            store = self.__dict__["_blob_store"] = BlobStore()
+        return store
+
+    @blob_storage.setter
+    def blob_storage(self, _value) -> None:  # ImageEditor.__init__ assigns its dict: keep ours
+        pass
+
+    @server
+    def accept_blobs(self, data: AcceptBlobs):
+        """One image of the drawing the page is about to send (Gradio's route, checked first):
+        ``type`` background/composite/layer, ``index`` 0 for the one layer, an id of letters
+        and digits, one file of at most ``MAX_BLOB_BYTES``. Anything else is a 400/413."""
+        fields, files = data.data, data.files
+        kind, index, blob_id = fields.get("type"), fields.get("index"), fields.get("id")
+        if kind not in ("background", "composite", "layer"):
+            raise HTTPException(400, 'type must be "background", "composite" or "layer".')
+        if kind == "layer" and str(index) not in {str(i) for i in range(MAX_LAYERS)}:
+            raise HTTPException(400, f"index must be 0: this canvas has {MAX_LAYERS} layer.")
+        if not isinstance(blob_id, str) or not BLOB_ID.fullmatch(blob_id):
+            raise HTTPException(400, "id must be 1-64 letters, digits, '-' or '_'.")
+        if len(files) != 1:
+            raise HTTPException(400, "Send exactly one file.")
+        if len(files[0][1]) > MAX_BLOB_BYTES:
+            raise HTTPException(413, f"File size exceeded maximum allowed size of {MAX_BLOB_BYTES} bytes.")
+        session = fields.get("session_hash")  # the form field Gradio's route reads the session from
+        if not isinstance(session, str) or not session:
+            raise HTTPException(400, "session_hash is missing.")
+        self.blob_storage.put(session, blob_id, kind, 0 if kind == "layer" else None, files[0][1])
+
     def get_block_name(self) -> str:  # the same front-end component as gr.Sketchpad
         return "imageeditor"
 
@@ -90,7 +211,7 @@ class Sketchpad(gr.Sketchpad):
     def preprocess(self, payload):
         try:
             for source in self._uploads(payload):
-                with Image.open(source) as image:  # parses the header only
+                with open_image(source) as image:  # parses the header only; allowed formats only
                     check_size(*image.size)  # the same limits prepare() applies
             return super().preprocess(payload)
         except gr.Error:
@@ -102,7 +223,7 @@ class Sketchpad(gr.Sketchpad):
                           "scale it down first.") from None
         except Image.UnidentifiedImageError:
             raise refusal("The upload is not an image in a format that can be read "
-                          "(PNG, JPEG, WebP, ...).") from None
+                          f"({FORMAT_NAMES}).") from None
         except Exception as e:  # truncated data, corrupt chunks: logged for the operator
             raise gr.Error("The image is damaged and cannot be decoded.", title=TITLE) from e
 
@@ -112,9 +233,32 @@ class Sketchpad(gr.Sketchpad):
             return []
         if payload.id is not None:  # the page sends its images as blobs first
             blobs = self.blob_storage.get(payload.id)
-            files = [blobs.background, *blobs.layers, blobs.composite] if blobs else []
-            return [io.BytesIO(f) for f in files if f is not None]
-        return [f.path for f in (payload.background, *payload.layers, payload.composite) if f is not None]
+            if blobs is None:
+                raise refusal("This drawing's images were not received by this session, or have "
+                              "expired; draw again.")
+            return [io.BytesIO(f) for f in (blobs.background, *blobs.layers, blobs.composite) if f is not None]
+        files = [f.path for f in (payload.background, *payload.layers, payload.composite) if f is not None]
+        for path in files:
+            if not Path(path).is_file():
+                raise refusal("The sketch names a folder or a missing file, not an uploaded image; "
+                              "upload the image first and send the path that returns.")
+        return files
+
+    def convert_and_format_image(self, file, flatten_on_white: bool = False):
+        """Gradio's conversion, except for float and 16/32-bit images, which ``Image.convert``
+        would clip to near-black: those are read by their value range, as ``prepare`` reads them."""
+        if file is not None:
+            source = file.path if isinstance(file, FileData) else io.BytesIO(file)
+            with open_image(source) as image:
+                if image.mode in ("F", "I") or image.mode.startswith("I;16"):
+                    return super().convert_and_format_image(_png(as_8bit(image)), flatten_on_white)
+        return super().convert_and_format_image(file, flatten_on_white)
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
 
 
 def sketchpad() -> Sketchpad:

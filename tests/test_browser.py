@@ -50,19 +50,25 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def page(served_app):
+def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
+        b = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
         try:
-            pg = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
-            pg.set_default_timeout(TIMEOUT_MS)
-            pg.goto(served_app)
-            pg.wait_for_selector("#sketch .pixi-target canvas")
-            yield pg
+            yield b
         finally:
-            browser.close()
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, served_app):
+    pg = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.goto(served_app)
+    pg.wait_for_selector("#sketch .pixi-target canvas")
+    yield pg
+    pg.close()
 
 
 def top_label(pg):
@@ -150,3 +156,111 @@ def test_an_example_loads_with_one_click(page):
     page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
     expect_digit(page, "4")
     ready_to_draw(page)  # and the brush is ready to add to it
+
+
+# ---------------------------------------------------------------- the inspector: click or tap a cell
+
+def page_input(pg):
+    """The 28x28 network input the page shows (the picture is exact: 8x8 px per input pixel),
+    as the tensor the server ran, so the test can ask the model what any cell must hold."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    src = pg.locator("#network-input img").get_attribute("src")
+    data = pg.request.get(src).body() if not src.startswith("data:") else None
+    a = np.asarray(Image.open(io.BytesIO(data)).convert("L"))[:: render.INPUT_CELL, :: render.INPUT_CELL]
+    return a
+
+
+def cell_point(pg, elem_id: str, layer: str, channel: int, row: int, col: int) -> tuple[float, float]:
+    """Page coordinates of the centre of a cell in a map picture (as displayed: scaled to fit)."""
+    img = pg.locator(f"#{elem_id} img")
+    img.scroll_into_view_if_needed()
+    pg.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+    box = img.bounding_box()
+    nat_w, nat_h = img.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    top, left, bottom, right = render.cell_box(channel, row, col, *render.GRIDS[layer][1:])
+    s = min(box["width"] / nat_w, box["height"] / nat_h, 1)
+    ox, oy = (box["width"] - nat_w * s) / 2, (box["height"] - nat_h * s) / 2
+    return box["x"] + ox + (left + right) / 2 * s, box["y"] + oy + (top + bottom) / 2 * s
+
+
+def expect_inspected(pg, shipped_model, layer, channel, row, col) -> None:
+    import torch
+    from playwright.sync_api import expect
+
+    from cnn import inspector
+    from cnn.features import extract
+
+    head = pg.locator(f"#inspector h3[data-layer='{layer}'][data-channel='{channel}'][data-row='{row}']"
+                      f"[data-col='{col}']")
+    expect(head).to_have_count(1, timeout=TIMEOUT_MS)
+    x = torch.from_numpy(page_input(pg)).float().div(255)[None, None]
+    want = inspector.inspect(shipped_model, extract(shipped_model, x), layer, channel, row, col)["value"]
+    got = float(head.locator("b[data-value]").get_attribute("data-value"))
+    assert abs(got - want) < 1e-5, (layer, channel, row, col, got, want)
+
+
+CLICKS = [("conv1-before", "conv1", 5, 9, 14), ("conv1-after", "pool1", 2, 6, 7),
+          ("conv2-before", "conv2", 30, 4, 9), ("conv2-after", "pool2", 11, 3, 3)]
+
+
+def test_clicking_a_cell_of_each_grid_inspects_that_cell(page, shipped_model):
+    clear(page)
+    ready_to_draw(page)
+    draw(page, SEVEN)
+    expect_digit(page, "7")
+    for elem_id, layer, channel, row, col in CLICKS:
+        page.mouse.click(*cell_point(page, elem_id, layer, channel, row, col))
+        expect_inspected(page, shipped_model, layer, channel, row, col)
+    draw(page, [[(0.3, 0.5), (0.7, 0.5)]])  # a new stroke: the inspector follows the drawing, same cell
+    from playwright.sync_api import expect
+
+    expect(page.locator("#receptive-field img")).to_have_count(1)
+    page.wait_for_timeout(500)
+    expect_inspected(page, shipped_model, *CLICKS[-1][1:])
+
+
+def touch_stroke(cdp, points) -> None:
+    def touch(kind, pts):
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y} for x, y in pts]})
+
+    touch("touchStart", points[:1])
+    for p in points[1:]:
+        touch("touchMove", [p])
+    touch("touchEnd", [])
+
+
+def test_on_a_phone_the_answer_stays_in_view_while_drawing_and_a_tap_inspects(browser, served_app, shipped_model):
+    from playwright.sync_api import expect
+
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(served_app)
+        canvas = pg.locator("#sketch .pixi-target canvas").first
+        canvas.wait_for()
+        ready_to_draw(pg)
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        side = 0.8 * min(box["width"], box["height"])
+        x0, y0 = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
+        touch_stroke(ctx.new_cdp_session(pg), [(x0 + side * x, y0 + side * y) for x, y in SEVEN[0]])
+        answer = pg.locator("#answer .answer[data-digit='7']")
+        expect(answer).to_have_count(1, timeout=TIMEOUT_MS)
+        # Both in the viewport at once: the answer line and the whole drawing area, not overlapping.
+        a, c = answer.bounding_box(), canvas.bounding_box()
+        assert 0 <= a["y"] and a["y"] + a["height"] <= 844, a
+        assert 0 <= c["y"] and c["y"] + c["height"] <= 844 and c["x"] >= 0 and c["x"] + c["width"] <= 391, c
+        assert a["y"] + a["height"] <= c["y"] + 1, (a, c)
+        if os.environ.get("PHONE_SCREENSHOT"):
+            pg.screenshot(path=os.environ["PHONE_SCREENSHOT"])
+        expect(top_label(pg)).to_have_text("7", timeout=TIMEOUT_MS)
+        elem_id, layer, channel, row, col = CLICKS[-1]
+        pg.touchscreen.tap(*cell_point(pg, elem_id, layer, channel, row, col))
+        expect_inspected(pg, shipped_model, layer, channel, row, col)
+    finally:
+        ctx.close()

@@ -173,8 +173,11 @@ def test_the_pages_own_blob_route_is_checked_the_same_way(http):
                       data={"session_hash": "hostile", "component_id": str(pad), "fn_name": "accept_blobs",
                             "type": kind, "index": "null", "id": "bomb"})
         assert r.status_code == 200, r.text
-    result = call(http, [{"background": None, "layers": [], "composite": None, "id": "bomb"}])
-    assert_refused_with(result, f"{MAX_PIXELS:,}-pixel limit")
+    r = http.post("/gradio_api/call/predict", json={"data": [{"background": None, "layers": [], "composite": None,
+                                                              "id": "bomb"}], "session_hash": "hostile"})
+    text = http.get(f"/gradio_api/call/predict/{r.json()['event_id']}").text
+    event, data = re.findall(r"^event: (\w+)\ndata: (.*)$", text, re.MULTILINE)[-1]
+    assert_refused_with((event, json.loads(data)), f"{MAX_PIXELS:,}-pixel limit")
     assert_still_answers(http)
 
 
@@ -300,10 +303,12 @@ def test_the_file_and_proxy_routes_fetch_no_url_for_a_visitor(http, served_app):
 ], ids=["etc-passwd", "weights", "relative", "metadata-url", "metadata-url-field"])
 def test_a_sketch_naming_a_file_it_did_not_upload_is_refused(http, served_app, image):
     """The API takes file paths; only files uploaded to this app are read. Gradio refuses the rest
-    before any of the app's code runs: the app would have answered with a sentence
-    ("not an image") had it been handed the file."""
-    event, data = call(http, [sketch(image)])
-    assert event == "error" and data == {"error": None}, (event, data)
+    before any of the app's code runs, and cnn/serving.py turns its bare error into a sentence."""
+    result = call(http, [sketch(image)])
+    if image["path"].startswith("http"):  # a URL as the path: Gradio's SSRF guard, still a bare error (TODO)
+        assert result == ("error", {"error": None}), result
+    else:
+        assert_refused_with(result, "not uploaded to this app")
     assert_still_answers(http)
 
 

@@ -1,0 +1,279 @@
+"""The inspector and the evidence map, checked against the model itself: activations, the
+arithmetic of every conv cell, pooling's winner, receptive fields by autograd, class votes
+and the evidence map summing to the score."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import app
+from cnn import inspector, render
+from cnn.errors import InputError
+from cnn.features import evidence, extract
+from cnn.preprocess import prepare
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module", params=[p for p in app.EXAMPLES if p.stem[-1] in "073"], ids=lambda p: p.stem)
+def drawing(request, shipped_model):
+    prepared = prepare(str(request.param))
+    return prepared, extract(shipped_model, prepared.tensor)
+
+
+def cells(features, layer, n=12):
+    """``n`` random cells of ``layer``, plus its corners (where receptive fields are clipped) and
+    its strongest cell (so at least one is non-zero)."""
+    m = inspector.layer_map(features, layer)
+    c, h, w = m.shape
+    out = [(int(RNG.integers(c)), int(RNG.integers(h)), int(RNG.integers(w))) for _ in range(n)]
+    out += [(0, 0, 0), (c - 1, h - 1, w - 1), (1, 0, w - 1)]
+    out.append(tuple(int(i) for i in np.unravel_index(int(m.argmax()), m.shape)))
+    return out
+
+
+def activations_from_input(model, x):
+    """Each named layer's map as a differentiable function of the input (the model's own modules)."""
+    c1 = model.conv1[1](model.conv1[0](x))
+    p1 = model.conv1[2](c1)
+    c2 = model.conv2[1](model.conv2[0](p1))
+    return {"conv1": c1, "pool1": p1, "conv2": c2, "pool2": model.conv2[2](c2)}
+
+
+@pytest.mark.parametrize("layer", inspector.LAYERS)
+def test_values_and_arithmetic_match_the_model(shipped_model, drawing, layer):
+    _, f = drawing
+    for c, r, q in cells(f, layer):
+        got = inspector.inspect(shipped_model, f, layer, c, r, q)
+        assert (got["layer"], got["channel"], got["row"], got["col"]) == (layer, c, r, q)
+        assert got["value"] == pytest.approx(float(inspector.layer_map(f, layer)[c, r, q]), abs=0)
+        if layer.startswith("conv"):
+            terms = np.array(got["products"] if layer == "conv1" else got["channel_terms"])
+            assert terms.shape == ((5, 5) if layer == "conv1" else (16,))
+            assert terms.sum() + got["bias"] == pytest.approx(got["pre_activation"], abs=1e-5)
+            assert max(got["pre_activation"], 0.0) == pytest.approx(got["value"], abs=1e-5)  # ReLU
+            if layer == "conv1":
+                np.testing.assert_allclose(np.array(got["patch"]) * np.array(got["weights"]), terms, atol=1e-7)
+        else:
+            window = np.array(got["window"])
+            assert window.shape == (2, 2) and window.max() == got["value"]
+            kr, kc = got["kept"]
+            top, left = got["window_origin"]
+            assert window[kr - top, kc - left] == got["value"]  # the winner holds the maximum
+            block = f.conv1 if layer == "pool1" else f.conv2
+            assert bool(block.kept[c, kr, kc])  # ...and is the cell the dots mark
+            outer, inner = got["receptive_field"], got["kept_receptive_field"]
+            assert outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
+
+
+@pytest.mark.parametrize("layer", inspector.LAYERS)
+def test_receptive_field_is_where_the_gradient_can_be_nonzero(shipped_model, layer):
+    """The box must equal the set of input pixels whose gradient can be non-zero. With every
+    weight made positive and a positive input no ReLU is ever off, and a max-pool passes the
+    gradient to whichever cell of its window won; over many random inputs every cell wins
+    somewhere, so the union of the non-zero gradients is exactly the cell's dependence region."""
+    model = app.CNN()
+    model.load_state_dict(shipped_model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_().add_(1e-3)
+    x = (torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(0)) + 0.5).requires_grad_(True)
+    maps = activations_from_input(model, x)
+    f = extract(model, x[:1].detach())
+    for c, r, q in cells(f, layer, n=4):
+        (g,) = torch.autograd.grad(maps[layer][:, c, r, q].sum(), x, retain_graph=True)  # one gradient per input
+        rows, cols = (g[:, 0] != 0).any(0).nonzero(as_tuple=True)
+        top, left, bottom, right = inspector.receptive_field(model, layer, r, q)
+        assert [int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1] == [top, left, bottom, right]
+        assert len(rows) == (bottom - top) * (right - left)  # the whole box, no holes
+
+
+def test_receptive_field_sizes_follow_the_modules(shipped_model):
+    """Away from the border: conv1 5x5, after pool1 6x6, conv2 14x14, after pool2 16x16."""
+    sizes = {}
+    for layer, (r, q) in {"conv1": (10, 10), "pool1": (5, 5), "conv2": (6, 6), "pool2": (3, 3)}.items():
+        t, left, b, right = inspector.receptive_field(shipped_model, layer, r, q)
+        sizes[layer] = (b - t, right - left)
+    assert sizes == {"conv1": (5, 5), "pool1": (6, 6), "conv2": (14, 14), "pool2": (16, 16)}
+    assert inspector.receptive_field(shipped_model, "conv2", 0, 13) == [0, 20, 8, 28]  # clipped: rows -6..7, cols 20..33
+
+
+def test_class_terms_over_all_pooled_cells_give_the_logits(shipped_model, drawing):
+    prepared, f = drawing
+    total = shipped_model.out.bias.detach().double().clone()
+    for c in range(32):
+        for r in range(7):
+            for q in range(7):
+                total += torch.tensor(inspector.inspect(shipped_model, f, "pool2", c, r, q)["class_terms"]).double()
+    with torch.inference_mode():
+        logits = shipped_model(prepared.tensor)[0].double()
+    torch.testing.assert_close(total, logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("digit", range(10))
+def test_evidence_map_sums_to_the_score(shipped_model, drawing, digit):
+    prepared, f = drawing
+    m = evidence(shipped_model, f, digit)
+    assert m.shape == (7, 7)
+    with torch.inference_mode():
+        logit = float(shipped_model(prepared.tensor)[0, digit])
+    assert float(m.double().sum()) + float(shipped_model.out.bias[digit].detach()) == pytest.approx(logit, abs=1e-4)
+
+
+@pytest.mark.parametrize("args, says", [
+    (("conv3", 0, 0, 0), "Unknown layer 'conv3'"),
+    (("conv1", 16, 0, 0), "channel must be a whole number from 0 to 15"),
+    (("pool2", 0, 7, 0), "row must be a whole number from 0 to 6"),
+    (("pool1", 0, 0, -1), "col must be a whole number from 0 to 13"),
+    (("conv2", 0, 1.5, 0), "row must be a whole number"),
+])
+def test_a_cell_that_does_not_exist_is_refused_with_a_sentence(shipped_model, drawing, args, says):
+    with pytest.raises(InputError, match=says):
+        inspector.inspect(shipped_model, drawing[1], *args)
+
+
+@pytest.mark.parametrize("layer, shape, cell, cols", [
+    ("conv1", (16, 28, 28), render.CONV1_CELL, render.CONV1_COLS),
+    ("pool1", (16, 14, 14), 2 * render.CONV1_CELL, render.CONV1_COLS),
+    ("conv2", (32, 14, 14), render.CONV2_CELL, render.CONV2_COLS),
+    ("pool2", (32, 7, 7), 2 * render.CONV2_CELL, render.CONV2_COLS),
+])
+def test_a_click_on_a_picture_names_the_cell_under_it(layer, shape, cell, cols):
+    n, side, _ = shape
+    t = side * cell + render.GAP
+    for c, r, q in [(0, 0, 0), (n - 1, side - 1, side - 1), (5, 3, side // 2)]:
+        y, x = (c // cols) * t + r * cell, (c % cols) * t + q * cell
+        for dy, dx in [(0, 0), (cell - 1, cell - 1), (cell // 2, 0)]:
+            assert render.cell_at(layer, x + dx, y + dy) == (c, r, q)
+    assert render.cell_at(layer, side * cell + 1, 0) is None  # the white gutter
+    assert render.cell_at(layer, 0, 10_000) is None  # the colour bar or below
+
+
+# ---------------------------------------------------------------- the pictures, decoded
+
+def test_receptive_field_picture_frames_exactly_the_field(shipped_model, drawing):
+    prepared, f = drawing
+    for layer in inspector.LAYERS:
+        for c, r, q in cells(f, layer, n=3):
+            got = inspector.inspect(shipped_model, f, layer, c, r, q)
+            rgb = np.asarray(render.receptive_field(prepared.image, got["receptive_field"],
+                                                    got.get("kept_receptive_field")))
+            green, cyan = ((rgb == colour).all(-1) for colour in (render.RGB_HIGHLIGHT, render.RGB_KEPT))
+            # the cyan frame (a winner's field) is drawn over the green one and may share edges with it
+            for key, mask in (("receptive_field", green | cyan), ("kept_receptive_field", cyan)):
+                ys, xs = np.nonzero(mask)
+                if key not in got:
+                    assert len(ys) == 0
+                    continue
+                box = [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]
+                assert [v // render.INPUT_CELL for v in box] == got[key], (layer, c, r, q, key, box, got[key])
+            # outside the field, the drawing is dimmed; inside, it is the network input itself
+            t, left, b, right = got["receptive_field"]
+            grey = rgb[4 :: render.INPUT_CELL, 4 :: render.INPUT_CELL, 0]  # cell centres: no frame there
+            inside = np.zeros((28, 28), bool)
+            inside[t + 1 : b - 1, left + 1 : right - 1] = True
+            np.testing.assert_array_equal(grey[inside], prepared.image[inside])
+            assert (grey[~inside] <= prepared.image[~inside]).all()
+
+
+@pytest.mark.parametrize("layer", inspector.LAYERS)
+def test_the_selected_cell_is_framed_in_its_grid_only(shipped_model, drawing, layer):
+    prepared, f = drawing
+    c, r, q = cells(f, layer, n=1)[0]
+    page = render.page(f, prepared.image, (layer, c, r, q))
+    pictures = dict(zip(inspector.LAYERS, (page.conv1_before, page.conv1_after, page.conv2_before, page.conv2_after)))
+    for name, im in pictures.items():
+        ys, xs = np.nonzero(np.asarray(im) == render.HIGHLIGHT)
+        if name != layer:
+            assert len(ys) == 0, name
+            continue
+        n, side, cell, cols = render.GRIDS[layer]
+        top, left, bottom, right = render.cell_box(c, r, q, side, cell, cols)
+        h, w = np.asarray(im).shape
+        assert [ys.min(), xs.min(), ys.max() + 1, xs.max() + 1] == [max(0, top - 2), max(0, left - 2),
+                                                                  min(h, bottom + 2), min(w, right + 2)]
+        assert render.cell_at(layer, (left + right) // 2, (top + bottom) // 2) == (c, r, q)
+
+
+def test_evidence_picture_colours_are_the_evidence_map(shipped_model, drawing):
+    """Each 4x4-pixel square of the picture, where the drawing leaves the paper white, has the
+    colour of its evidence value on the symmetric scale (within one colour step); the colour
+    bar spans the largest magnitude of both maps."""
+    prepared, f = drawing
+    top_digit, second = f.ranked()[:2]
+    maps = [evidence(shipped_model, f, top_digit).numpy(),
+            (evidence(shipped_model, f, top_digit) - evidence(shipped_model, f, second)).numpy()]
+    rgb = np.asarray(render.evidence(maps, prepared.image)).astype(int)
+    hi = max(float(np.abs(m).max()) for m in maps)
+    scale = render.WEIGHT_SCALE.astype(int)
+    px = render.INPUT_CELL
+    for k, m in enumerate(maps):
+        x0 = k * (28 + render.GAP) * px
+        for i in range(7):
+            for j in range(7):
+                block = prepared.image[4 * i : 4 * i + 4, 4 * j : 4 * j + 4]
+                if block.min() > 0:
+                    continue  # ink everywhere here: the colour is darkened by the drawing
+                y, x = np.argwhere(block == 0)[0]
+                colour = rgb[(4 * i + y) * px, x0 + (4 * j + x) * px]
+                level = int(np.abs(scale - colour).sum(1).argmin())
+                want = float(render.levels(np.array([m[i, j]]), -hi, hi)[0])
+                assert abs(level - want) <= 1, (k, i, j, level, want)
+    strip = np.asarray(render.evidence(maps, prepared.image))[-render.LEGEND_H:]
+    np.testing.assert_array_equal(strip, render._rgb(render.legend(strip.shape[1], -hi, hi), render.WEIGHT_PALETTE))
+
+
+# ---------------------------------------------------------------- through gradio_client
+
+@pytest.fixture(scope="module")
+def client(served_app):
+    from gradio_client import Client
+
+    return Client(served_app, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def seven(tmp_path_factory):
+    from test_app import drawn_seven, sketch_payload
+
+    background, layer, composite = drawn_seven()
+    value = {"background": np.asarray(background), "layers": [np.asarray(layer)], "composite": np.asarray(composite)}
+    return sketch_payload(tmp_path_factory.mktemp("seven"), background, [layer], composite), value
+
+
+def test_inspect_and_evidence_endpoints_are_the_models_numbers(client, shipped_model, seven):
+    payload, value = seven
+    f = extract(shipped_model, prepare(value).tensor)
+    for layer, cell in [("conv1", (3, 14, 9)), ("pool1", (7, 6, 5)), ("conv2", (20, 7, 7)), ("pool2", (11, 3, 3))]:
+        got = client.predict(payload, layer, *cell, api_name="/inspect")
+        want = inspector.inspect(shipped_model, f, layer, *cell)
+        assert got.keys() == want.keys()
+        assert got["value"] == pytest.approx(float(inspector.layer_map(f, layer)[cell]), abs=1e-6)
+        assert got["receptive_field"] == want["receptive_field"]
+    got = client.predict(payload, None, api_name="/evidence")
+    assert got["digit"] == 7 and np.array(got["map"]).shape == (7, 7)
+    assert sum(map(sum, got["map"])) + got["bias"] == pytest.approx(got["logit"], abs=1e-4)
+    assert client.predict(payload, 3, api_name="/evidence")["digit"] == 3
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert [p["parameter_name"] for p in api["/inspect"]["parameters"]][1:] == ["layer", "channel", "row", "col"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (("conv9", 0, 0, 0), "Unknown layer"), (("pool2", 32, 0, 0), "channel must be a whole number from 0 to 31"),
+    (("conv1", 0, 28, 0), "row must be"), (("pool1", 0, 0, 2.5), "col must be a whole number"),
+])
+def test_a_bad_cell_is_a_sentence_through_the_api(client, seven, args, says):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=says):
+        client.predict(seven[0], *args, api_name="/inspect")
+
+
+def test_a_bad_digit_and_a_blank_sketch(client, seven):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="digit must be a whole number from 0 to 9"):
+        client.predict(seven[0], 12, api_name="/evidence")
+    assert client.predict(None, "conv1", 0, 0, 0, api_name="/inspect") == {"label": app.EMPTY}
+    assert client.predict(None, None, api_name="/evidence") == {"label": app.EMPTY}
