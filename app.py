@@ -182,6 +182,19 @@ def update(model: CNN, value, selection: tuple | None = None) -> tuple:
             why, explain.evidence(top, runner_up), prepared.image)
 
 
+def stroke(model: CNN, sketch, selection: tuple | None) -> tuple:
+    """The page's per-stroke event: ``update`` for the drawing the pad has just sent (as blobs,
+    read from ``sketch.latest()``). Nothing new received (a repeat): the page stays as it is."""
+    value = sketch.latest()
+    return (gr.skip(),) * 12 if value is None else update(model, value, selection)
+
+
+def cleared(sketch) -> tuple:
+    """Clear: the empty page, and the session's drawings dropped from the pad's store."""
+    sketch.blob_storage.forget()
+    return update(None, None)
+
+
 def inspected(model: CNN, features, image, selection: tuple | None):
     """(selection, inspector HTML, receptive-field picture) for the selected cell, or for the
     cell that voted most for the answer when nothing is selected."""
@@ -298,12 +311,20 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         drawing, selection = gr.State(None), gr.State(None)
         outputs = [label, net_input, conv1_before, conv1_after, conv2_before, conv2_after, answer, field,
                    panel, why, why_text, drawing]
-        # Live: after every stroke and on Clear (the pad's `change`), and when an example loads
-        # (which the pad reports as `upload`, not `change`). always_last: strokes that arrive
-        # while one is being processed collapse into the latest.
-        gr.on([sketch.change, sketch.upload], partial(update, model), [sketch, selection], outputs,
-              api_name="update", api_visibility="undocumented", trigger_mode="always_last",
-              show_progress="hidden", concurrency_id="cnn")
+        # Live: after every stroke and on Clear (the pad's `change`). The pad sends its images with
+        # `accept_blobs` first; the event reads them from there (`stroke`) rather than taking the
+        # pad as an input, which would make the front end upload them six more times (see
+        # `Sketchpad.latest`). always_last: strokes that arrive while one is being processed
+        # collapse into the latest.
+        sketch.change(partial(stroke, model, sketch), selection, outputs, api_visibility="private",
+                      trigger_mode="always_last", show_progress="hidden", concurrency_id="cnn")
+        sketch.clear(partial(cleared, sketch), None, outputs, api_visibility="private", show_progress="hidden",
+                     concurrency_id="cnn")
+        # An example loading (the pad reports it as `upload`, with no blobs): the pad's value as
+        # input. Also the page's undocumented /update endpoint, with the sketch as its input.
+        sketch.upload(partial(update, model), [sketch, selection], outputs, api_name="update",
+                      api_visibility="undocumented", trigger_mode="always_last", show_progress="hidden",
+                      concurrency_id="cnn")
         grids = [conv1_before, conv1_after, conv2_before, conv2_after]
         for name, grid in zip(inspector.LAYERS, grids):  # a click or tap on a map: inspect that cell
             grid.select(_on_select(model, name), drawing, [*grids, field, panel, selection],

@@ -58,14 +58,23 @@ CONSTANT = {str(d): 0.1 for d in range(10)}  # what the twin answers: the same s
 def twin_demo():
     """The page's Sketchpad -> Label ``/predict`` with nothing in between, and the page's queue."""
     import gradio as gr
+    from PIL import Image
+
+    from cnn import weights
 
     with gr.Blocks(title="do-nothing twin") as demo:
         sketch = app.sketchpad()
         label = gr.Label(num_top_classes=10)
         gr.on(triggers=[], fn=lambda value: CONSTANT, inputs=sketch, outputs=label,
               api_name="predict", concurrency_id="cnn")
-        gr.on([sketch.change, sketch.upload], fn=lambda value: CONSTANT, inputs=sketch, outputs=label,
-              api_name="update", trigger_mode="always_last", concurrency_id="cnn")
+        # The page's per-stroke event, doing nothing with the drawing it reads but sending back
+        # what the page sends: the label and the same pictures (drawn once, for one example), so
+        # Gradio's own cost of saving and serving them weighs on both alike.
+        state = gr.State(None)
+        same = [p for p in app.update(weights.load(), str(app.EXAMPLES[0]))[1:] if isinstance(p, Image.Image)]
+        pictures = [gr.Image(type="pil", format="png") for _ in same]
+        sketch.change(lambda _: (sketch.latest(), CONSTANT, *same)[1:], state, [label, *pictures],
+                      trigger_mode="always_last", concurrency_id="cnn")
     demo.queue(**app.QUEUE)
     return demo
 
@@ -226,21 +235,24 @@ def stroke_values(values) -> list[tuple[dict, int]]:
 
 class StrokeClient:
     """One browser tab: after each stroke the page's Sketchpad posts its background, layer and
-    composite to ``component_server`` (accept_blobs), joins the queue for ``update`` naming the
-    blobs' id, reads the answer from ``queue/data``, then fetches every picture in it."""
+    composite to ``component_server`` (accept_blobs), joins the queue for the pad's ``change``
+    event (which reads those blobs; its only input is the session's state), reads the answer
+    from ``queue/data``, then fetches every picture in it: what Chromium was traced doing."""
 
     def __init__(self, url: str):
         import uuid
 
         import httpx
 
-        self.http = httpx.Client(base_url=url, timeout=120)
+        # Drop an idle connection before the server's 5 s keep-alive timeout does, as browsers do
+        # (they also retry a request the server's close raced with).
+        self.http = httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(keepalive_expiry=4))
         self.session = uuid.uuid4().hex[:11]
         config = self.http.get("/config").json()
         self.pad = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "sketch")
-        dep = next((d for d in config["dependencies"] if d.get("api_name") == "update"), None)
+        dep = next((d for d in config["dependencies"] if [self.pad, "change"] in d.get("targets", [])), None)
         if dep is None:
-            raise RuntimeError("no update event")
+            raise RuntimeError("no stroke (change) event")
         self.fn_index, self.inputs = dep["id"], dep["inputs"]
 
     def predict(self, blobs: dict, api_name: str = "/update") -> dict:
@@ -253,8 +265,7 @@ class StrokeClient:
                                      "fn_name": "accept_blobs", "type": kind,
                                      "index": "0" if kind == "layer" else "null", "id": blob_id})
             r.raise_for_status()
-        value = {"background": None, "layers": [], "composite": None, "id": blob_id}
-        data = [value if i == self.pad else None for i in self.inputs]
+        data = [None for _ in self.inputs]  # the session's state: held by the server
         r = self.http.post("/gradio_api/queue/join", json={"data": data, "fn_index": self.fn_index,
                                                            "session_hash": self.session, "trigger_id": self.pad,
                                                            "event_data": None})
@@ -350,8 +361,9 @@ def report(twin: Figures, page: Figures, args) -> bool:
     total = len(page.single.latencies_ms) + len(page.load.latencies_ms) + page_err
     print(f"{'errors':<32}{twin_err:>16}{page_err:>12}")
     print(f"{'digits read correctly':<32}{'-':>16}{(page.single.correct + page.load.correct) / total:>12.1%}")
-    for e in sorted(set(page.single.errors + page.load.errors))[:5]:
-        print(f"  page error: {e}")
+    for who, run in (("twin", twin), ("page", page)):
+        for e in sorted(set(run.single.errors + run.load.errors))[:5]:
+            print(f"  {who} error: {e}")
 
     ratio = page.throughput / twin.throughput
     extra = pct(page.single, 50) - pct(twin.single, 50)

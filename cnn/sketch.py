@@ -101,6 +101,7 @@ class BlobStore:
     def __init__(self):
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple[str, str], tuple[float, EditorDataBlobs]] = OrderedDict()
+        self._read: set[tuple[str, str]] = set()  # drawings an event has decoded (see ``forget``)
 
     def __deepcopy__(self, memo):  # a per-session copy of the component shares the store
         return self
@@ -119,9 +120,31 @@ class BlobStore:
             return self._key(blob_id) in self._items
 
     def pop(self, blob_id, default=None):
+        """What Gradio calls once an event has decoded a drawing. The newest drawing of a
+        session stays (until it expires or a newer one comes): a repeated stroke event
+        (``trigger_mode="always_last"``) reads it again."""
         with self._lock:
-            item = self._items.pop(self._key(blob_id), None)
+            key = self._key(blob_id)
+            item = self._items.get(key)
+            self._read.add(key)
+            if item is not None and key != self._newest(key[0]):
+                del self._items[key]
+            self._read.intersection_update(self._items)
         return item[1] if item else default
+
+    def _newest(self, session: str) -> tuple[str, str] | None:
+        mine = [k for k in self._items if k[0] == session]
+        return mine[-1] if mine else None
+
+    def forget(self) -> None:
+        """The visitor cleared the canvas: drop the current session's drawings that an event has
+        already read. One not read yet was sent after the Clear (events run in order, and the pad
+        sends a drawing before the event that reads it), so it stays."""
+        session = serving.current_session() or ""
+        with self._lock:
+            for key in [k for k in self._items if k[0] == session and k in self._read]:
+                del self._items[key]
+            self._read.intersection_update(self._items)
 
     def put(self, session: str, blob_id: str, kind: str, index: int | None, data: bytes) -> None:
         with self._lock:
@@ -140,6 +163,17 @@ class BlobStore:
             while self._size() > MAX_BLOBS_BYTES and len(self._items) > 1:
                 self._items.popitem(last=False)
 
+    def latest(self) -> str | None:
+        """The id of the drawing this session sent last (older ones it sent are dropped: only the
+        newest stroke matters), or None."""
+        session = serving.current_session() or ""
+        with self._lock:
+            self._expire()
+            mine = [k for k in self._items if k[0] == session]
+            for old in mine[:-1]:
+                del self._items[old]
+            return mine[-1][1] if mine else None  # kept (see ``pop``) until it expires or is replaced
+
     def expire(self) -> None:
         with self._lock:
             self._expire()
@@ -157,6 +191,9 @@ class BlobStore:
         return len(self._items)
 
 
+_STORE = BlobStore()  # every Sketchpad's (see ``Sketchpad.blob_storage``)
+
+
 class Sketchpad(gr.Sketchpad):
     """``gr.Sketchpad`` that refuses an unreadable upload with a sentence instead of a bare "Error".
 
@@ -170,11 +207,11 @@ class Sketchpad(gr.Sketchpad):
 
     @property
     def blob_storage(self) -> BlobStore:
-        """Replaces Gradio's unbounded, session-blind dict (see ``BlobStore``)."""
-        store = self.__dict__.get("_blob_store")
-        if store is None:
-            store = self.__dict__["_blob_store"] = BlobStore()
-        return store
+        """Replaces Gradio's unbounded, session-blind dict (see ``BlobStore``). One store for the
+        process, not one per object: once an event has changed the pad (an example loaded),
+        Gradio serves that session from a new copy of it, and the copy must see the drawings.
+        Keys are (session, id), so pads never see each other's drawings."""
+        return _STORE
 
     @blob_storage.setter
     def blob_storage(self, _value) -> None:  # ImageEditor.__init__ assigns its dict: keep ours
@@ -201,6 +238,16 @@ class Sketchpad(gr.Sketchpad):
         if not isinstance(session, str) or not session:
             raise HTTPException(400, "session_hash is missing.")
         self.blob_storage.put(session, blob_id, kind, 0 if kind == "layer" else None, files[0][1])
+
+    def latest(self):
+        """The drawing this session's page sent last with ``accept_blobs``, decoded exactly as an
+        event input is (``preprocess``), or None.
+
+        What the page's per-stroke event reads instead of taking the pad as an input: Gradio's
+        front end asks an input Sketchpad for its value again for every status update of the
+        event, and each time the pad uploads its three images anew (six unused uploads a stroke)."""
+        blob_id = self.blob_storage.latest()
+        return None if blob_id is None else self.preprocess(SketchData(id=blob_id))
 
     def get_block_name(self) -> str:  # the same front-end component as gr.Sketchpad
         return "imageeditor"
