@@ -24,6 +24,7 @@ import os
 import sys
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlencode
 
 import gradio as gr
 import numpy as np
@@ -31,7 +32,7 @@ import torch
 
 from torchvision.transforms.functional import to_tensor
 
-from cnn import explain, inspector, render, serving, weights
+from cnn import explain, inspector, link, render, serving, weights
 from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
@@ -107,6 +108,20 @@ CSS = """
 #inspector .neg, #evidence-text .blue { background: rgb(31,119,180); color: white; }
 #inspector .green { color: #15803d; font-weight: bold; } #inspector .cyan { color: #0891b2; font-weight: bold; }
 """
+LINK_JS = """
+(query) => {
+  if (!query) return "";
+  const url = new URL(window.location.href);
+  url.search = "?" + query;
+  url.hash = "";
+  const text = url.toString();
+  if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).catch(() => {});
+  return text;
+}
+"""
+CANVAS_JS = """
+(picture) => picture ? { background: picture, layers: [], composite: picture, id: null } : undefined
+"""
 INSPECT_ERROR = partial(gr.Error, title="No such cell", print_exception=False)
 
 
@@ -172,14 +187,20 @@ def update(model: CNN, value, selection: tuple | None = None) -> tuple:
     if prepared is None:
         return (EMPTY, None, None, None, None, None, explain.answer(None), None, explain.NO_DRAWING,
                 None, "", None)
-    features = extract(model, prepared.tensor)
-    selection, panel, field = inspected(model, features, prepared.image, selection)
-    page = render.page(features, prepared.image, selection)
+    return show(model, prepared.tensor, prepared.image, selection)
+
+
+def show(model: CNN, tensor: torch.Tensor, image: np.ndarray, selection: tuple | None = None) -> tuple:
+    """``update``'s outputs for a network input: ``tensor`` (1, 1, 28, 28) and its (28, 28)
+    uint8 ``image``. One forward pass; every picture, number and sentence comes from it."""
+    features = extract(model, tensor)
+    selection, panel, field = inspected(model, features, image, selection)
+    page = render.page(features, image, selection)
     top, runner_up = (inspector.evidence(model, features, d) for d in features.ranked()[:2])
-    why = render.evidence([top["map"], np.subtract(top["map"], runner_up["map"])], prepared.image)
+    why = render.evidence([top["map"], np.subtract(top["map"], runner_up["map"])], image)
     return (probabilities(features), page.network_input, page.conv1_before, page.conv1_after,
             page.conv2_before, page.conv2_after, explain.answer(features.probabilities), field, panel,
-            why, explain.evidence(top, runner_up), prepared.image)
+            why, explain.evidence(top, runner_up), image)
 
 
 def stroke(model: CNN, sketch, selection: tuple | None) -> tuple:
@@ -187,6 +208,45 @@ def stroke(model: CNN, sketch, selection: tuple | None) -> tuple:
     read from ``sketch.latest()``). Nothing new received (a repeat): the page stays as it is."""
     value = sketch.latest()
     return (gr.skip(),) * 12 if value is None else update(model, value, selection)
+
+
+def make_link(image, selection) -> str:
+    """"Link to this drawing": the query string that carries the session's current network
+    input (and the inspected cell); the page's script puts its own address in front."""
+    if image is None:
+        raise gr.Error("Draw a digit first: the link carries the drawing.", title="Nothing to link to",
+                       print_exception=False)
+    query = {link.PARAM: link.encode(image)}
+    if selection is not None:
+        query[link.CELL_PARAM] = link.encode_cell(selection)
+    return urlencode(query)
+
+
+def open_link(model: CNN, request: gr.Request) -> tuple:
+    """Page load: a link's drawing (``?drawing=...&cell=...``) onto the canvas, with the answer,
+    the maps and the inspected cell; no link: nothing changes; a bad link: the empty page and
+    one short notice. Everything comes from the link itself; the server keeps nothing."""
+    params = request.query_params if request is not None else {}
+    if link.PARAM not in params:
+        return (gr.skip(),) * 15
+    try:
+        image = link.decode(params[link.PARAM])
+        selection = link.decode_cell(params.get(link.CELL_PARAM))
+        tensor = to_tensor(image)[None]
+        if selection is not None:
+            inspector.check(extract(model, tensor), *selection)
+    except InputError as e:
+        return (gr.skip(),) * 12 + (gr.skip(), gr.skip(), f"<p>{e} Here is an empty page to draw on.</p>")
+    return show(model, tensor, image, selection) + (link.canvas(image, CANVAS), selection, "")
+
+
+def example(model: CNN, clicked) -> tuple:
+    """A click on one of the MNIST examples (``clicked``: Gradio's (index, sample)): the page
+    for that file, nothing inspected yet."""
+    index = clicked[0] if isinstance(clicked, (list, tuple)) and clicked else None
+    if not isinstance(index, int) or not 0 <= index < len(EXAMPLES):
+        return (gr.skip(),) * 13
+    return update(model, str(EXAMPLES[index])) + (None,)
 
 
 def cleared(sketch) -> tuple:
@@ -222,6 +282,13 @@ def _on_select(model: CNN, layer: str):
     def on_select(image, evt: gr.SelectData) -> tuple:
         return select_cell(model, layer, image, evt)
     return on_select
+
+
+def _with_request(fn, model: CNN):
+    """``fn(model, request)`` as an event handler (a closure, for the same reason)."""
+    def handler(request: gr.Request) -> tuple:
+        return fn(model, request)
+    return handler
 
 
 def _features_or_empty(model: CNN, value):
@@ -265,8 +332,14 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=340):
                 answer = gr.HTML(explain.answer(None), elem_id="answer")
+                notice = gr.HTML("", elem_id="link-notice")
                 sketch = sketchpad()
-                gr.Examples(
+                with gr.Row(equal_height=True):
+                    share = gr.Button("Link to this drawing", elem_id="share-button", scale=1, size="sm")
+                    share_link = gr.Textbox(show_label=False, placeholder="a link that reopens this drawing",
+                                            interactive=False, elem_id="share-link", scale=3, max_lines=1,
+                                            buttons=["copy"])
+                examples = gr.Examples(
                     examples=[[str(p)] for p in EXAMPLES],
                     inputs=[sketch],
                     label="Or load a real MNIST test digit",
@@ -320,11 +393,12 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
                       trigger_mode="always_last", show_progress="hidden", concurrency_id="cnn")
         sketch.clear(partial(cleared, sketch), None, outputs, api_visibility="private", show_progress="hidden",
                      concurrency_id="cnn")
-        # An example loading (the pad reports it as `upload`, with no blobs): the pad's value as
-        # input. Also the page's undocumented /update endpoint, with the sketch as its input.
-        sketch.upload(partial(update, model), [sketch, selection], outputs, api_name="update",
-                      api_visibility="undocumented", trigger_mode="always_last", show_progress="hidden",
-                      concurrency_id="cnn")
+        # An example: Gradio puts it on the canvas; the page is computed from its file.
+        examples.dataset.click(partial(example, model), examples.dataset, [*outputs, selection],
+                               api_visibility="private", show_progress="hidden", concurrency_id="cnn")
+        # The page's undocumented /update endpoint: what a stroke computes, for a sketch value.
+        gr.on(triggers=[], fn=partial(update, model), inputs=[sketch, selection], outputs=outputs, api_name="update",
+              api_visibility="undocumented", concurrency_id="cnn")
         grids = [conv1_before, conv1_after, conv2_before, conv2_after]
         for name, grid in zip(inspector.LAYERS, grids):  # a click or tap on a map: inspect that cell
             grid.select(_on_select(model, name), drawing, [*grids, field, panel, selection],
@@ -343,6 +417,17 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
               outputs=json_out, api_name="inspect", concurrency_id="cnn")
         gr.on(triggers=[], fn=partial(evidence_api, model), inputs=[sketch, digit_in], outputs=json_out,
               api_name="evidence", concurrency_id="cnn")
+        # A link to the drawing: the server turns the session's input into a query string, the
+        # browser puts its own address in front (localhost, gradio.live, a Space) and copies it.
+        query = gr.Textbox(visible=False)
+        share.click(make_link, [drawing, selection], query, api_visibility="private", show_progress="hidden",
+                    concurrency_id="cnn").success(None, query, share_link, js=LINK_JS)
+        # Opening a link: the page from the link's drawing, then the drawing onto the canvas by a
+        # browser-side step (a server event with the pad as an output would make the pad upload
+        # its images on every later event's status update, see `stroke`).
+        linked = gr.Image(visible=False, type="pil", format="png")
+        demo.load(_with_request(open_link, model), None, [*outputs, linked, selection, notice], api_visibility="private",
+                  show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
         demo.load(None, js=ARM_BRUSH_JS)
     demo.queue(**QUEUE)
     return demo

@@ -1,15 +1,27 @@
 """The page's endpoints, called through gradio_client against the real app on a local port,
-and the request path (``app.update`` / ``app.predict``) in-process."""
+and the request path (``app.update`` / ``app.predict``) in-process.
+
+The pictures the page serves are decoded back into numbers (each colour through the palette to
+the value it stands for) and checked against the model's own activations for the same drawing.
+Only the first six outputs of ``/update`` are read (label, network input, conv1 before/after,
+conv2 before/after): the page may append more.
+"""
 from __future__ import annotations
 
+import io
+import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 import app
 from cnn import render
+from cnn.features import extract
+from cnn.preprocess import prepare
 
 EXAMPLES = app.EXAMPLES
 
@@ -65,9 +77,10 @@ def check_probabilities(result: dict, digit: int) -> None:
 
 # ---------------------------------------------------------------- through gradio_client
 
-def test_predict_is_the_one_documented_endpoint(client):
+def test_the_documented_endpoints_are_predict_inspect_and_evidence(client):
+    """Every page event (strokes, clicks, links, examples) is private; /update is undocumented."""
     api = client.view_api(print_info=False, return_format="dict")
-    assert list(api["named_endpoints"]) == ["/predict"]
+    assert sorted(api["named_endpoints"]) == ["/evidence", "/inspect", "/predict"]
     params = api["named_endpoints"]["/predict"]["parameters"]
     assert len(params) == 1 and params[0]["component"] == "Imageeditor"  # what a Sketchpad is
 
@@ -111,7 +124,7 @@ def test_page_update_endpoint_returns_every_picture(client, tmp_path):
     """The (undocumented) endpoint the page calls on every stroke: label + five pictures."""
     background, layer, composite = drawn_seven()
     label, *pictures = client.predict(sketch_payload(tmp_path, background, [layer], composite),
-                                      api_name="/update")
+                                      api_name="/update")[:6]
     check_probabilities(label, 7)
     sizes = [Image.open(p).size for p in pictures]
     assert sizes == [(224, 224), render.grid_size(16, 28, render.CONV1_CELL, render.CONV1_COLS),
@@ -120,29 +133,242 @@ def test_page_update_endpoint_returns_every_picture(client, tmp_path):
                      render.grid_size(32, 7, 2 * render.CONV2_CELL, render.CONV2_COLS)]
 
 
+# ---------------------------------------------------------------- the pictures the page serves
+# One /update call on a drawn 7 (as the page sends it: background, stroke layer, composite) feeds
+# every check below; the expected numbers are the model's own activations for the same drawing.
+
+PALETTE = np.asarray(render.ACTIVATION_PALETTE, np.uint8).reshape(256, 3)
+LAYERS = {  # name: (maps, side before pooling, cell px before pooling, tiles across)
+    "conv1": (16, 28, render.CONV1_CELL, render.CONV1_COLS),
+    "conv2": (32, 14, render.CONV2_CELL, render.CONV2_COLS),
+}
+PICTURE = {"conv1": (1, 2), "conv2": (3, 4)}  # positions of (before, after) in the served pictures
+
+
+class ModelCalls:
+    """Counts the model's forward passes (and conv1's) while in a ``with`` block."""
+
+    def __init__(self, model):
+        self.model, self.model_calls, self.conv1_calls = model, 0, 0
+
+    def __enter__(self):
+        self._hooks = [self.model.register_forward_pre_hook(lambda m, a: self._count("model_calls")),
+                       self.model.conv1[0].register_forward_pre_hook(lambda m, a: self._count("conv1_calls"))]
+        return self
+
+    def _count(self, what):
+        setattr(self, what, getattr(self, what) + 1)
+
+    def __exit__(self, *exc):
+        for h in self._hooks:
+            h.remove()
+
+
+@pytest.fixture(scope="module")
+def served(client, shipped_model, tmp_path_factory):
+    """The page's answer for a drawn 7, through /update, beside what the model computes for it."""
+    background, layer, composite = drawn_seven()
+    payload = sketch_payload(tmp_path_factory.mktemp("served"), background, [layer], composite)
+    with ModelCalls(shipped_model) as calls:
+        label, *paths = client.predict(payload, api_name="/update")[:6]
+    value = {"background": np.asarray(background), "layers": [np.asarray(layer)],
+             "composite": np.asarray(composite)}  # what the Sketchpad (numpy, RGBA) hands over
+    prepared = prepare(value)
+    return SimpleNamespace(label=label, pictures=[Image.open(p) for p in paths], calls=calls,
+                           prepared=prepared, features=extract(shipped_model, prepared.tensor))
+
+
+def rgb(im: Image.Image) -> np.ndarray:
+    return np.asarray(im.convert("RGB"))
+
+
+def nearest(colours: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB -> (...) index of the nearest colour of ``scale`` (LEVELS, 3)."""
+    flat = colours.reshape(-1, 3).astype(np.int32)
+    unique, inverse = np.unique(flat, axis=0, return_inverse=True)
+    d = ((unique[:, None, :] - scale[None].astype(np.int32)) ** 2).sum(-1)
+    return d.argmin(1)[inverse.ravel()].reshape(colours.shape[:-1])
+
+
+def cells(picture: np.ndarray, n: int, side: int, cell: int, cols: int) -> np.ndarray:
+    """(n, side, side, cell, cell, 3): the pixels of each cell of each tile of a grid picture."""
+    t = side * cell + render.GAP
+    out = np.empty((n, side, side, cell, cell, 3), np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        tile = picture[r * t : r * t + side * cell, c * t : c * t + side * cell]
+        out[i] = tile.reshape(side, cell, side, cell, 3).transpose(0, 2, 1, 3, 4)
+    return out
+
+
+def legend_rgb(width: int, lo: float, hi: float, key: bool, palette=render.ACTIVATION_PALETTE) -> np.ndarray:
+    """The colour bar strip a picture of ``width`` px on the scale [lo, hi] must end with."""
+    return rgb(render.image(render.legend(width, lo, hi, key=key), palette))
+
+
+def test_the_page_runs_the_model_once_per_update(served):
+    assert (served.calls.model_calls, served.calls.conv1_calls) == (1, 1)
+
+
+def test_served_label_is_the_models_answer(served):
+    probabilities = served.features.probabilities.tolist()
+    confidences = {c["label"]: c["confidence"] for c in served.label["confidences"]}
+    assert served.label["label"] == str(int(np.argmax(probabilities))) == "7"
+    np.testing.assert_allclose([confidences[str(d)] for d in range(10)], probabilities, rtol=0, atol=1e-6)
+
+
+def test_served_network_input_is_the_prepared_tensor(served):
+    picture = rgb(served.pictures[0])
+    c = render.INPUT_CELL
+    assert picture.shape == (28 * c, 28 * c, 3)
+    blocks = picture.reshape(28, c, 28, c, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all()  # each input pixel one solid grey square
+    assert (blocks[..., 0] == blocks[..., 1]).all() and (blocks[..., 0] == blocks[..., 2]).all()
+    expected = (served.prepared.tensor[0, 0] * 255).round().to(torch.uint8).numpy()  # ink high: white
+    np.testing.assert_array_equal(blocks[:, 0, :, 0, 0], expected)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_served_maps_are_the_models_activations_on_the_layers_one_scale(served, layer):
+    """Every cell of every tile, before and after pooling, decoded through the palette back to a
+    value, is the model's activation within one colour step of the scale [0, layer's maximum]."""
+    block = getattr(served.features, layer)
+    n, side, cell, cols = LAYERS[layer]
+    hi = float(block.before.max())
+    assert hi > 0
+    step = hi / (render.LEVELS - 1)
+    span = render.dot_span(cell)
+    for pos, maps, s, c in ((PICTURE[layer][0], block.before, side, cell),
+                            (PICTURE[layer][1], block.after, side // 2, 2 * cell)):
+        picture = rgb(served.pictures[pos])
+        assert picture.shape[:2] == render.grid_size(n, s, c, cols)[::-1]
+        px = cells(picture[: -render.LEGEND_H], n, s, c, cols)
+        body = px[:, :, :, 0, 0]  # a cell's corner: never under a kept-cell dot
+        solid = np.ones((c, c), bool)
+        if pos == PICTURE[layer][0]:
+            solid[span, span] = False  # the dot's square
+        assert (px[:, :, :, solid] == body[:, :, :, None]).all(), f"{layer}: a cell is not one colour"
+        values = nearest(body, render.ACTIVATION_SCALE) * step
+        np.testing.assert_allclose(values, maps.numpy(), rtol=0, atol=step * 1.001,
+                                   err_msg=f"{layer} picture {pos}: colours are not the activations")
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_served_colour_bars_show_the_layers_real_maximum(served, layer):
+    """Both pictures of a layer end with the same colour bar, 0 to the layer's largest activation."""
+    hi = float(getattr(served.features, layer).before.max())
+    before, after = (rgb(served.pictures[i]) for i in PICTURE[layer])
+    width = before.shape[1]
+    np.testing.assert_array_equal(before[-render.LEGEND_H:], legend_rgb(width, 0.0, hi, key=True))
+    np.testing.assert_array_equal(after[-render.LEGEND_H:], legend_rgb(width, 0.0, hi, key=False))
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_served_dots_mark_the_kept_cells_bright_where_the_window_has_a_visible_winner(served, layer):
+    """A dot on exactly the cell each 2x2 window kept: bright where the window's four colours
+    span at least 1/30 of the scale (LEVELS // 30 colour levels), dim where they look flat."""
+    flat = render.LEVELS // 30  # the stated rule, not the module's constant
+    block = getattr(served.features, layer)
+    n, side, cell, cols = LAYERS[layer]
+    span = render.dot_span(cell)
+    px = cells(rgb(served.pictures[PICTURE[layer][0]])[: -render.LEGEND_H], n, side, cell, cols)
+    body = px[:, :, :, 0, 0]
+    dot = px[:, :, :, span.start, span.start]
+    assert (px[:, :, :, span, span] == dot[:, :, :, None, None]).all()  # the dot is one square
+    levels = nearest(body, render.ACTIVATION_SCALE)
+    windows = levels.reshape(n, side // 2, 2, side // 2, 2)
+    spread = windows.max(axis=(2, 4)) - windows.min(axis=(2, 4))
+    bright = np.repeat(np.repeat(spread >= flat, 2, 1), 2, 2)
+    kept = block.kept.numpy()
+    expected = np.where(kept[..., None], np.where(bright[..., None], PALETTE[render.KEPT], PALETTE[render.KEPT_DIM]),
+                        body)
+    np.testing.assert_array_equal(dot, expected, err_msg=f"{layer}: dots")
+    assert (kept & bright).any() and (kept & ~bright).any()  # both kinds are on this drawing
+
+
+def served_filters(client) -> Image.Image:
+    """conv1's filters picture as the page serves it (a static value in the page's config)."""
+    import httpx
+
+    found = [c["props"]["value"] for c in client.config["components"]
+             if c.get("type") == "image" and "filter" in str(c.get("props", {}).get("label", "")).lower()]
+    assert len(found) == 1 and found[0], found
+    response = httpx.get(found[0]["url"], timeout=30)
+    assert response.status_code == 200
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_served_filters_are_conv1s_weights_blue_negative_red_positive(client, shipped_model):
+    weight = shipped_model.conv1[0].weight.detach()[:, 0].numpy()  # (16, 5, 5)
+    picture = rgb(served_filters(client))
+    np.testing.assert_array_equal(picture, rgb(render.filters(shipped_model.conv1[0].weight)))
+    m = float(np.abs(weight).max())
+    step = 2 * m / (render.LEVELS - 1)
+    c, cols = render.FILTER_CELL, render.FILTER_COLS
+    px = cells(picture[: -render.LEGEND_H], 16, 5, c, cols)
+    assert (px == px[:, :, :, :1, :1]).all()  # solid cells
+    colour = px[:, :, :, 0, 0].astype(int)
+    values = -m + nearest(colour, render.WEIGHT_SCALE) * step
+    np.testing.assert_allclose(values, weight, rtol=0, atol=step * 1.001)
+    red, blue = colour[..., 0], colour[..., 2]
+    assert (red[weight > step] > blue[weight > step]).all()  # positive: red
+    assert (blue[weight < -step] > red[weight < -step]).all()  # negative: blue
+    np.testing.assert_array_equal(picture[-render.LEGEND_H:],
+                                  legend_rgb(picture.shape[1], -m, m, key=False, palette=render.WEIGHT_PALETTE))
+
+
+def test_page_predict_and_cli_give_the_same_answer(client, shipped_model, tmp_path, capsys):
+    """The page's label, /predict and ``python -m cnn predict`` agree, digit and probabilities."""
+    from gradio_client import handle_file
+
+    from cnn.__main__ import main as cli
+
+    path = tmp_path / "seven.png"
+    drawn_seven()[2].save(path)
+    value = {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path)), "id": None}
+    page = client.predict(value, api_name="/update")[0]
+    api = client.predict(value, api_name="/predict")
+    threads = torch.get_num_threads()
+    try:
+        assert cli(["predict", str(path)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the CLI sets 1 for its own process
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    def table(result):
+        confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
+        return [confidences[str(d)] for d in range(10)]
+
+    expected = extract(shipped_model, prepare(str(path)).tensor).probabilities.tolist()
+    assert page["label"] == api["label"] == str(line["digit"]) == str(int(np.argmax(expected)))
+    np.testing.assert_allclose(table(page), table(api), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(table(page), line["probabilities"], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(table(page), expected, rtol=0, atol=1e-6)
+
+
 # ---------------------------------------------------------------- in process
 
 def test_update_runs_one_preprocess_and_one_forward_pass(shipped_model, monkeypatch):
-    calls = {"prepare": 0, "extract": 0}
-    for name in calls:
-        real = getattr(app, name)
+    calls = {"prepare": 0}
+    real = app.prepare
 
-        def counted(*a, _real=real, _name=name, **k):
-            calls[_name] += 1
-            return _real(*a, **k)
+    def counted(*a, **k):
+        calls["prepare"] += 1
+        return real(*a, **k)
 
-        monkeypatch.setattr(app, name, counted)
+    monkeypatch.setattr(app, "prepare", counted)
     _, _, composite = drawn_seven()
-    out = app.update(shipped_model, {"background": None, "layers": [], "composite": np.asarray(composite)})
-    assert calls == {"prepare": 1, "extract": 1}
+    with ModelCalls(shipped_model) as model:
+        out = app.update(shipped_model, {"background": None, "layers": [], "composite": np.asarray(composite)})
+    assert calls == {"prepare": 1} and (model.model_calls, model.conv1_calls) == (1, 1)
     assert max(out[0], key=out[0].get) == "7" and len(out[0]) == 10
-    assert all(isinstance(im, Image.Image) for im in out[1:])
+    assert all(isinstance(im, Image.Image) for im in out[1:6])
 
 
 @pytest.mark.parametrize("value", [None, "blank"], ids=["none", "blank"])
 def test_blank_input_gives_the_empty_page(shipped_model, value):
     value = blank() if value == "blank" else value
-    assert app.update(shipped_model, value) == (app.EMPTY, None, None, None, None, None)
+    assert app.update(shipped_model, value)[:6] == (app.EMPTY, None, None, None, None, None)
     assert app.predict(shipped_model, value) == app.EMPTY
 
 

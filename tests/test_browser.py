@@ -12,6 +12,7 @@ and also to $SCREENSHOT if set (the README's picture: SCREENSHOT=bench/screensho
 from __future__ import annotations
 
 import math
+import re
 import os
 import shutil
 from pathlib import Path
@@ -264,3 +265,44 @@ def test_on_a_phone_the_answer_stays_in_view_while_drawing_and_a_tap_inspects(br
         expect_inspected(pg, shipped_model, layer, channel, row, col)
     finally:
         ctx.close()
+
+
+# ---------------------------------------------------------------- a link to one drawing
+
+def test_a_link_reopens_the_same_drawing_and_cell_and_a_tampered_one_the_empty_page(page, browser, shipped_model):
+    from playwright.sync_api import expect
+
+    clear(page)
+    ready_to_draw(page)
+    draw(page, SEVEN)
+    expect_digit(page, "7")
+    elem_id, layer, channel, row, col = CLICKS[2]
+    page.mouse.click(*cell_point(page, elem_id, layer, channel, row, col))
+    expect_inspected(page, shipped_model, layer, channel, row, col)
+    page.click("#share-button")
+    box = page.locator("#share-link textarea, #share-link input").first
+    expect(box).to_have_value(re.compile(r"^http://127\.0\.0\.1:\d+/\?drawing=[A-Za-z0-9_-]+&cell=conv2-30-4-9$"),
+                              timeout=TIMEOUT_MS)
+    url = box.input_value()
+    assert len(url) <= 2000
+    made_from = page_input(page)
+
+    other = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        other.set_default_timeout(TIMEOUT_MS)
+        other.goto(url)
+        expect_digit(other, "7")
+        expect_inspected(other, shipped_model, layer, channel, row, col)
+        reopened = page_input(other).astype(int)
+        assert abs(reopened - made_from).max() <= 9  # 16 grey levels: within half a step and rounding
+        other.locator("#sketch .pixi-target canvas").first.wait_for()
+        expect(other.locator(".toast-body")).to_have_count(0)  # no error on the way
+        assert other.locator("#link-notice").inner_text().strip() == ""
+
+        for bad in (url.replace("drawing=", "drawing=AAAA"), url[: len(url) // 2], url + "&cell=conv9-0-0-0"):
+            other.goto(bad)
+            expect(other.locator("#link-notice")).to_contain_text("Here is an empty page", timeout=TIMEOUT_MS)
+            expect(top_label(other)).to_have_text(app.EMPTY)
+            expect(other.locator("#sketch .pixi-target canvas").first).to_be_visible()
+    finally:
+        other.close()

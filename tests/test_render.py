@@ -96,11 +96,23 @@ def test_cells_are_nearest_neighbour_blocks_on_one_colour_scale(digit):
     after = f.conv1.after.numpy()
     hi = float(f.conv1.before.max())
     idx = np.asarray(render.layer(f.conv1, 4, 4)[1])  # "after" picture: 14x14 cells of 8 px
-    for i in (0, 7, 15):
+    tiles = []
+    for i in range(16):
         t = tile(idx, i, 14, 8, 4).reshape(14, 8, 14, 8)
         assert (t == t[:, :1, :, :1]).all()  # every cell one solid square
         np.testing.assert_array_equal(t[:, 0, :, 0], render.levels(after[i], 0, hi))
-    assert idx.max() <= 255 and render.levels(np.array([0.0, hi]), 0, hi).tolist() == [0, render.LEVELS - 1]
+        tiles.append(t[:, 0, :, 0])
+    tiles = np.stack(tiles)
+    # Cells use colour-scale entries only, and the scale is the layer's: the strongest response
+    # (kept by pooling) is its top colour and ReLU's zeros its bottom one.
+    assert tiles.max() == render.LEVELS - 1 and tiles.min() == 0
+    grid = idx[: -render.LEGEND_H]
+    t = 14 * 8 + render.GAP
+    gutters = np.ones(grid.shape, bool)
+    for r in range(4):
+        for c in range(4):
+            gutters[r * t : r * t + 14 * 8, c * t : c * t + 14 * 8] = False
+    assert (grid[gutters] == render.WHITE).all()
 
 
 @pytest.mark.parametrize("layer,cell,cols", [("conv1", render.CONV1_CELL, render.CONV1_COLS),
@@ -111,18 +123,22 @@ def test_dots_mark_exactly_the_kept_cells(digit, layer, cell, cols):
     idx = np.asarray(render.layer(block, cell, cols)[0])
     span = render.dot_span(cell)
     body = 0  # top-left pixel of a cell: never covered by the dot
+    flat_windows = 0
     for i in range(n):
         t = tile(idx, i, side, cell, cols).reshape(side, cell, side, cell)
         dot, corner = t[:, span.start, :, span.start], t[:, body, :, body]
         marked = np.isin(dot, [render.KEPT, render.KEPT_DIM])
         np.testing.assert_array_equal(marked, block.kept[i].numpy())
         assert not np.isin(corner, [render.KEPT, render.KEPT_DIM]).any()
-        # a bright dot sits on a window with a visible winner: the dotted cell is its maximum
-        bright = dot == render.KEPT
-        levels = render.levels(block.before[i].numpy(), 0, float(block.before.max()))
-        win_max = levels.reshape(side // 2, 2, side // 2, 2).max(axis=(1, 3)).repeat(2, 0).repeat(2, 1)
-        assert (levels[bright] == win_max[bright]).all()
-    assert (idx == render.KEPT).any()  # a real digit lights some windows up
+        # Bright on a window whose four colours span at least 1/30 of the scale (a visible
+        # winner), dim on one that looks flat: read off the picture's own cell colours.
+        windows = corner.astype(int).reshape(side // 2, 2, side // 2, 2)
+        spread = (windows.max(axis=(1, 3)) - windows.min(axis=(1, 3))).repeat(2, 0).repeat(2, 1)
+        kept = block.kept[i].numpy()
+        np.testing.assert_array_equal(dot[kept] == render.KEPT, spread[kept] >= render.LEVELS // 30)
+        flat_windows += int(((spread > 0) & (spread < render.LEVELS // 30))[kept].sum())
+    assert (idx == render.KEPT).any() and (idx == render.KEPT_DIM).any()  # a real digit has both
+    assert flat_windows > 0  # and windows that differ a little, where the threshold decides
 
 
 def test_kept_dot_is_centred():
@@ -139,6 +155,20 @@ def test_a_dead_layer_still_renders():
     idx = np.asarray(before)[: -render.LEGEND_H]
     assert (idx == render.KEPT_DIM).any() and not (idx == render.KEPT).any()  # nothing won anywhere
     assert after.size == before.size
+
+
+def test_colour_scales_mean_what_the_page_says():
+    """Activations: black (0) to pale yellow (the maximum), brighter at every step. Weights: blue
+    (negative), white (0), red (positive)."""
+    a = render.ACTIVATION_SCALE.astype(int)
+    luminance = a @ np.array([299, 587, 114])
+    assert len(a) == render.LEVELS and (np.diff(luminance) > 0).all()
+    assert a[0].max() < 16 and a[-1].min() > 150 and a[-1][0] > a[-1][2] and a[-1][1] > a[-1][2]
+    w = render.WEIGHT_SCALE.astype(int)
+    lo, mid, hi = w[0], w[(render.LEVELS - 1) // 2], w[-1]
+    assert lo[2] > lo[0] + 100 and hi[0] > hi[2] + 100 and mid.min() > 235
+    assert (w[: render.LEVELS // 2, 2] >= w[: render.LEVELS // 2, 0]).all()  # the negative half is blue
+    assert (w[-(render.LEVELS // 2):, 0] >= w[-(render.LEVELS // 2):, 2]).all()  # the positive half is red
 
 
 def test_legend_numbers():
