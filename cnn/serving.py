@@ -186,6 +186,20 @@ def current_session() -> str | None:
     return _SESSION.get()
 
 
+def _names_a_url(value, depth: int = 0) -> bool:
+    """Whether an event's raw inputs hold a file whose path is a URL (scheme://...)."""
+    if depth > 8:
+        return False
+    if isinstance(value, dict):
+        path = value.get("path")
+        if isinstance(path, str) and "://" in path[:16]:
+            return True
+        return any(_names_a_url(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_names_a_url(v, depth + 1) for v in value)
+    return False
+
+
 def _track_sessions(demo) -> None:
     """Wrap ``demo.process_api`` (which preprocesses an event's inputs): the session is known
     to ``cnn/sketch.py``'s blob storage, and Gradio's path refusal becomes a sentence."""
@@ -198,6 +212,10 @@ def _track_sessions(demo) -> None:
     async def process_api(*args, **kwargs):
         token = _SESSION.set(kwargs.get("session_hash"))
         try:
+            inputs = kwargs["inputs"] if "inputs" in kwargs else args[1] if len(args) > 1 else []
+            if _names_a_url(inputs):  # Gradio would try to download it (and refuse with a bare error)
+                raise refusal("The sketch names a URL; this app reads only images uploaded to it. Upload the "
+                              "image first (POST /gradio_api/upload) and send the path that returns.")
             return await original(*args, **kwargs)
         except InvalidPathError:  # Gradio's own refusal of a path, shown as a bare error: a sentence
             raise refusal("The sketch names a file that was not uploaded to this app. Upload the image "
