@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     feats = [extract(model, q.tensor) for q in prepared]
     rows = [
         ("page update (preprocess + forward + every image)", timed(lambda v: app.update(model, v), values, args.runs)),
-        ("  + PNG encoding of its 5 pictures", timed(with_png, values, args.runs)),
+        ("  + PNG encoding of its 7 pictures", timed(with_png, values, args.runs)),
         ("predict API (preprocess + forward)", timed(lambda v: app.predict(model, v), values, args.runs)),
         ("inspect API (preprocess + forward + one cell)",
          timed(lambda i: app.inspect_api(model, values[i % len(values)], *cells[i % len(cells)]),

@@ -419,3 +419,33 @@ def test_blob_store_limits_are_enforced_in_process():
     for i in range(50):
         store.put("s", f"id{i}", "composite", None, b"x" * 1000)
     assert len(store) == cnn_sketch.MAX_BLOB_IDS_PER_SESSION
+
+
+def test_blob_store_serves_each_session_its_newest_drawing_and_clear_drops_only_what_was_read():
+    """What the page's stroke event relies on (``Sketchpad.latest``): a session reads only its own
+    newest drawing; reading it again gives it again (a repeated stroke event); older ones go;
+    Clear drops the drawings already read but not one sent after the Clear."""
+    from cnn import serving
+
+    store = cnn_sketch.BlobStore()
+
+    def as_session(session, fn, *args):
+        token = serving._SESSION.set(session)
+        try:
+            return fn(*args)
+        finally:
+            serving._SESSION.reset(token)
+
+    store.put("a", "a1", "composite", None, b"1")
+    store.put("a", "a2", "composite", None, b"2")
+    store.put("b", "b1", "composite", None, b"3")
+    assert as_session("a", store.latest) == "a2" and as_session("b", store.latest) == "b1"
+    assert as_session("c", store.latest) is None  # another session sees nothing
+    assert as_session("a", store.get, "a1") is None  # the older drawing went when the newer was read
+    assert as_session("a", store.pop, "a2").composite == b"2"
+    assert as_session("a", store.latest) == "a2"  # kept for a repeated event
+    as_session("a", store.forget)  # Clear: a2 was read, so it goes
+    assert as_session("a", store.latest) is None and as_session("b", store.latest) == "b1"
+    store.put("a", "a3", "composite", None, b"4")  # a stroke after the Clear, not read yet...
+    as_session("a", store.forget)  # ...when the Clear's event runs: it stays
+    assert as_session("a", store.latest) == "a3"
