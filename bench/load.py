@@ -27,6 +27,7 @@ Usage: python bench/load.py [--clients 32] [--requests 20] [--single 40] [--digi
 from __future__ import annotations
 
 import argparse
+import itertools
 import contextlib
 import os
 import platform
@@ -73,8 +74,17 @@ def twin_demo():
         state = gr.State(None)
         same = [p for p in app.update(weights.load(), str(app.EXAMPLES[0]))[1:] if isinstance(p, Image.Image)]
         pictures = [gr.Image(type="pil", format="png") for _ in same]
-        sketch.change(lambda _: (sketch.latest(), CONSTANT, *same)[1:], state, [label, *pictures],
-                      trigger_mode="always_last", concurrency_id="cnn")
+        count = itertools.count()
+
+        def stroke(_):
+            sketch.latest()
+            n = next(count)
+            fresh = [im.copy() for im in same]  # new pictures each time, as the page's are: one pixel
+            for im in fresh:                     # differs, so each is a new file, as a new drawing's are
+                im.putpixel((0, 0), n % 256 if im.mode in ("L", "P") else (n % 256, n // 256 % 256, 0))
+            return CONSTANT, *fresh
+
+        sketch.change(stroke, state, [label, *pictures], trigger_mode="always_last", concurrency_id="cnn")
     demo.queue(**app.QUEUE)
     return demo
 
