@@ -323,7 +323,7 @@ def evidence_api(model: CNN, value, digit=None) -> dict:
 def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
     """The page for ``model`` (eval mode), with its queue set. ``card``: its weights card, for the footer."""
     def picture(label: str, height: int, clickable: bool = False, **kw) -> gr.Image:
-        return gr.Image(label=label, height=height, format="png", type="pil", interactive=False,
+        return serving.Picture(label=label, height=height, format="png", type="pil", interactive=False,
                         buttons=["fullscreen"], elem_classes=["crisp", "clickable"] if clickable else ["crisp"],
                         **kw)
 
@@ -425,7 +425,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         # Opening a link: the page from the link's drawing, then the drawing onto the canvas by a
         # browser-side step (a server event with the pad as an output would make the pad upload
         # its images on every later event's status update, see `stroke`).
-        linked = gr.Image(visible=False, type="pil", format="png")
+        linked = serving.Picture(visible=False, type="pil", format="png")
         demo.load(_with_request(open_link, model), None, [*outputs, linked, selection, notice], api_visibility="private",
                   show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
         demo.load(None, js=ARM_BRUSH_JS)

@@ -437,3 +437,37 @@ def sigterm_as_ctrl_c():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------- pictures, written atomically
+
+import gradio as gr  # noqa: E402 - after the cache folder is chosen above
+from gradio.components.image import ImageData  # noqa: E402
+from gradio.processing_utils import encode_pil_to_bytes, hash_bytes  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+
+
+class Picture(gr.Image):
+    """``gr.Image`` for the page's pictures, saved to the cache atomically.
+
+    Gradio names a picture's file after the hash of its bytes and rewrites it in place each
+    time (``save_pil_to_cache``: ``write_bytes``), so when two sessions draw the same picture
+    at once (the same example, the same digit) one may be served a file being rewritten: a
+    truncated body under the old ``Content-Length`` (seen under load as reset connections).
+    Here the bytes go to a temporary file beside it and ``os.replace`` swaps it in: a reader
+    keeps the complete old file, and the fresh mtime keeps the sweep from taking it early."""
+
+    def get_block_name(self) -> str:  # the same front-end component as gr.Image
+        return "image"
+
+    def postprocess(self, value):
+        if not isinstance(value, PILImage.Image):
+            return super().postprocess(value)
+        data = encode_pil_to_bytes(value, self.format)
+        folder = Path(self.GRADIO_CACHE) / hash_bytes(data)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"image.{self.format}"
+        tmp = folder / f".{os.getpid()}-{threading.get_ident()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return ImageData(path=str(path.resolve()), orig_name=path.name)

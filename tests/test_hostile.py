@@ -449,3 +449,21 @@ def test_blob_store_serves_each_session_its_newest_drawing_and_clear_drops_only_
     store.put("a", "a3", "composite", None, b"4")  # a stroke after the Clear, not read yet...
     as_session("a", store.forget)  # ...when the Clear's event runs: it stays
     assert as_session("a", store.latest) == "a3"
+
+
+def test_a_picture_drawn_again_replaces_its_file_and_never_rewrites_it_in_place(tmp_path, monkeypatch):
+    """Two sessions drawing the same picture at once: the second save must not truncate the file
+    the first is being served from (Gradio's own save rewrites it in place)."""
+    from cnn import serving
+
+    picture = serving.Picture(type="pil", format="png")
+    monkeypatch.setattr(picture, "GRADIO_CACHE", str(tmp_path))
+    im = Image.new("L", (64, 64), 7)
+    path = picture.postprocess(im).path
+    reader = open(path, "rb")  # a response being sent
+    first = os.stat(path).st_ino
+    assert picture.postprocess(im).path == path  # the same picture: the same URL
+    assert os.stat(path).st_ino != first  # a new file swapped in...
+    with reader:
+        assert reader.read() == Path(path).read_bytes()  # ...and the one being read is still whole
+    assert [p.name for p in Path(path).parent.iterdir()] == ["image.png"]  # no temporary left
