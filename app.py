@@ -27,12 +27,13 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import gradio as gr
+from gradio.components.label import LabelConfidence, LabelData
 import numpy as np
 import torch
 
 from torchvision.transforms.functional import to_tensor
 
-from cnn import explain, inspector, link, render, serving, weights
+from cnn import confidence, explain, inspector, link, render, serving, weights
 from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
@@ -165,16 +166,40 @@ def _prepare(value):
         raise refusal(str(e)) from None
 
 
-def probabilities(features) -> dict[str, float]:
-    return {str(d): float(p) for d, p in enumerate(features.probabilities.tolist())}
+class AnswerLabel(gr.Label):
+    """``gr.Label`` (the same front-end component) that also takes ``{"label": ..., "confidences":
+    [{"label", "confidence"}, ...]}``, so "Not a digit?" can head the ten digits' bars."""
+
+    def get_block_name(self) -> str:
+        return "label"
+
+    def get_block_class(self) -> str:
+        return "label"
+
+    def postprocess(self, value):
+        if isinstance(value, dict) and isinstance(value.get("confidences"), list) and "label" in value:
+            return LabelData(label=value["label"], confidences=[LabelConfidence(**c) for c in value["confidences"]])
+        return super().postprocess(value)
 
 
-def predict(model: CNN, value) -> dict[str, float] | str:
-    """The ``/predict`` endpoint: {"0": p0, ..., "9": p9}, or ``EMPTY`` for a blank canvas."""
+def probabilities(answer: confidence.Answer) -> dict:
+    """The label: the ten calibrated probabilities (the card's temperature, cnn/confidence.py) under
+    the most likely digit, or under ``explain.NOT_A_DIGIT`` when the card's rule says the drawing
+    looks like none of the ten digits."""
+    probs = {str(d): p for d, p in enumerate(answer.probabilities)}
+    if not answer.not_a_digit:
+        return probs
+    ranked = sorted(probs.items(), key=lambda kv: kv[1], reverse=True)
+    return {"label": explain.NOT_A_DIGIT, "confidences": [{"label": d, "confidence": p} for d, p in ranked]}
+
+
+def predict(model: CNN, value) -> dict | str:
+    """The ``/predict`` endpoint: {"0": p0, ..., "9": p9} (calibrated), the same ten under
+    "Not a digit?" for a drawing that looks like no digit, or ``EMPTY`` for a blank canvas."""
     prepared = _prepare(value)
     if prepared is None:
         return EMPTY
-    return probabilities(extract(model, prepared.tensor))
+    return probabilities(confidence.answer(model, extract(model, prepared.tensor).logits))
 
 
 def update(model: CNN, value, selection: tuple | None = None) -> tuple:
@@ -194,13 +219,14 @@ def show(model: CNN, tensor: torch.Tensor, image: np.ndarray, selection: tuple |
     """``update``'s outputs for a network input: ``tensor`` (1, 1, 28, 28) and its (28, 28)
     uint8 ``image``. One forward pass; every picture, number and sentence comes from it."""
     features = extract(model, tensor)
+    answer = confidence.answer(model, features.logits)  # calibrated, and "not a digit" or not
     selection, panel, field = inspected(model, features, image, selection)
     page = render.page(features, image, selection)
     top, runner_up = (inspector.evidence(model, features, d) for d in features.ranked()[:2])
     why = render.evidence([top["map"], np.subtract(top["map"], runner_up["map"])], image)
-    return (probabilities(features), page.network_input, page.conv1_before, page.conv1_after,
-            page.conv2_before, page.conv2_after, explain.answer(features.probabilities), field, panel,
-            why, explain.evidence(top, runner_up), image)
+    return (probabilities(answer), page.network_input, page.conv1_before, page.conv1_after,
+            page.conv2_before, page.conv2_after, explain.answer(answer.probabilities, answer.not_a_digit),
+            field, panel, why, explain.evidence(top, runner_up, answer.not_a_digit), image)
 
 
 def stroke(model: CNN, sketch, selection: tuple | None) -> tuple:
@@ -352,7 +378,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
                 picture("conv1's 16 learned 5×5 filters", 260, value=render.filters(model.conv1[0].weight),
                         elem_id="filters")
             with gr.Column(scale=3, min_width=240):
-                label = gr.Label(value=EMPTY, num_top_classes=10, label="What the network decides",
+                label = AnswerLabel(value=EMPTY, num_top_classes=10, label="What the network decides",
                                  elem_id="prediction")
         gr.Markdown(INSIDE)
         with gr.Row(equal_height=False):

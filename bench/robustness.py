@@ -141,6 +141,26 @@ def drawn_set(images: np.ndarray, rng: np.random.Generator, **stroke_args) -> li
     return out
 
 
+def drawn_test_set(split, n: int, seed: int):
+    """The drawn set: ``n`` seeded MNIST test digits, each drawn on its own canvas in one of the
+    STYLES and handed over as the page would. Returns (indices, labels, styles, Gradio values, the
+    generator, for what the caller draws next). bench/confidence.py measures the same set."""
+    rng = np.random.default_rng(seed)
+    idx = torch.from_numpy(rng.permutation(len(split))[:n])
+    images, labels = split.images[idx].numpy(), split.labels[idx]
+    styles = [STYLES[i % len(STYLES)] for i in range(n)]
+    values = [hand_over(canvas, style, rng) for (canvas, _), style in zip(drawn_set(images, rng), styles)]
+    return idx, labels, styles, values, rng
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The drawn set's options (bench/confidence.py takes the same)."""
+    p.add_argument("--n", type=int, default=3000, help="MNIST test digits to draw (default: 3000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for digits, canvases and styles (default: 0)")
+    p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./mnist)")
+    p.add_argument("--weights", default=str(weights.DEFAULT_WEIGHTS), help="weights file (default: weights/cnn.pt)")
+
+
 def latency(value, runs: int) -> tuple[float, float]:
     times = []
     for _ in range(runs):
@@ -152,28 +172,22 @@ def latency(value, runs: int) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=3000, help="MNIST test digits to draw (default: 3000)")
+    add_arguments(p)
     p.add_argument("--stress-n", type=int, default=500, help="digits per stress set (default: 500)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for digits, canvases and styles (default: 0)")
     p.add_argument("--runs", type=int, default=300, help="timed prepare() calls per latency figure (default: 300)")
-    p.add_argument("--data-root", default=None, help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./mnist)")
-    p.add_argument("--weights", default=str(weights.DEFAULT_WEIGHTS), help="weights file (default: weights/cnn.pt)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # the bench is dominated by per-image preprocessing, not the model
 
     split = data.load(args.data_root, train=False)
     model = weights.load(args.weights)
-    rng = np.random.default_rng(args.seed)
-    idx = torch.from_numpy(rng.permutation(len(split))[:args.n])
-    images, labels = split.images[idx].numpy(), split.labels[idx]
+    idx, labels, styles, values, rng = drawn_test_set(split, args.n, args.seed)
+    images = split.images[idx].numpy()
     card = weights.read_card(args.weights)
     print(f"weights {args.weights} (recipe {card.get('recipe')}, card test accuracy {card.get('test_accuracy')})")
     print(f"{args.n} MNIST test digits drawn on 280-800 px canvases at 25-90 % of the side, seed {args.seed}\n")
 
     start = time.perf_counter()
     plain = accuracy(model, list(split.batch(idx)[0].split(1)), labels)
-    styles = [STYLES[i % len(STYLES)] for i in range(args.n)]
-    values = [hand_over(canvas, style, rng) for (canvas, _), style in zip(drawn_set(images, rng), styles)]
     ours = [pipeline(v) for v in values]
     theirs = [naive(v) for v in values]
     by_style = {s: torch.tensor([t == s for t in styles]) for s in STYLES}

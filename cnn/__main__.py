@@ -1,7 +1,9 @@
 """Command line: ``python -m cnn predict PATH...`` and ``python -m cnn evaluate``.
 
 predict prints one JSON object per image, e.g.
-  {"path": "3.png", "digit": 3, "confidence": 0.998, "probabilities": [...10 floats...]}
+  {"path": "3.png", "digit": 3, "confidence": 0.998, "probabilities": [...10 floats...], "not_a_digit": false}
+(calibrated probabilities; "not_a_digit": true when the drawing looks like none of the ten digits,
+still a successful answer)
 or {"path": "notes.txt", "error": "..."} for an image that cannot be read or holds no digit;
 the exit status is 0 when every image was classified, 1 otherwise.
 """
@@ -16,9 +18,9 @@ from typing import Iterator
 import torch
 from PIL import Image
 
-from . import data, weights
+from . import confidence, data, weights
 from .errors import CNNError
-from .evaluate import test
+from .evaluate import report
 from .preprocess import prepare
 
 IMAGE_SUFFIXES = {ext for ext in Image.registered_extensions()}
@@ -41,10 +43,9 @@ def classify(model: torch.nn.Module, path: Path) -> dict:
         return {"path": str(path), "error": str(e)}
     if prepared is None:
         return {"path": str(path), "error": "no digit found: the image is blank or holds too little ink"}
-    probs = model(prepared.tensor).softmax(1)[0]
-    digit = int(probs.argmax())
-    return {"path": str(path), "digit": digit, "confidence": round(float(probs[digit]), 6),
-            "probabilities": [round(float(p), 6) for p in probs]}
+    answer = confidence.answer(model, model(prepared.tensor)[0])
+    return {"path": str(path), "digit": answer.digit, "confidence": round(answer.confidence, 6),
+            "probabilities": [round(p, 6) for p in answer.probabilities], "not_a_digit": answer.not_a_digit}
 
 
 def predict(args) -> int:
@@ -60,9 +61,7 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     model = weights.load(args.weights)
-    hits = test(model, data.load(args.data_root, train=False))
-    print(json.dumps({"accuracy": round(hits.float().mean().item(), 4), "n": len(hits),
-                      "correct": int(hits.sum()), "weights": str(args.weights)}))
+    print(json.dumps({**report(model, data.load(args.data_root, train=False)), "weights": str(args.weights)}))
     return 0
 
 

@@ -9,6 +9,10 @@ class WeightsError(CNNError):
     """Shipped weights are missing, truncated, tampered with or do not fit the model."""
 
 
+class CalibrationError(WeightsError):
+    """A weights card without the temperature and threshold that say "not a digit"."""
+
+
 class DataError(CNNError):
     """MNIST files are missing, corrupted or cannot be downloaded."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .confidence import Rule
 from .errors import WeightsError
 from .model import CNN
 
@@ -107,7 +108,10 @@ def _finish_save(path: Path, actual: str) -> None:
 
 
 def load(path: str | os.PathLike = DEFAULT_WEIGHTS, device: str | torch.device = "cpu") -> CNN:
-    """Return a ``CNN`` in eval mode with verified weights, or raise ``WeightsError``."""
+    """Return a ``CNN`` in eval mode with verified weights, or raise ``WeightsError``.
+
+    The card's calibration is attached as ``model.confidence`` (a ``cnn.confidence.Rule``); a
+    card without one raises ``CalibrationError`` (a ``WeightsError``) naming the fix."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"Weights file {path} is missing; {FIX}.")
@@ -125,4 +129,7 @@ def load(path: str | os.PathLike = DEFAULT_WEIGHTS, device: str | torch.device =
         model.load_state_dict(state, strict=True)
     except Exception as e:  # unpickling / zip / shape errors all mean the same to a user
         raise WeightsError(f"Weights file {path} cannot be loaded ({type(e).__name__}); {FIX}.") from None
+    # The calibration and the "not a digit" rule travel with the weights (cnn/confidence.py):
+    # a card without them is refused like a missing card, with the same fix.
+    model.confidence = Rule.from_card(card, f"Weights card {card_path(path)}")
     return model.to(device).eval()

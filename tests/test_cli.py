@@ -39,11 +39,38 @@ def test_predict_a_folder_prints_one_json_line_per_image(digits):
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["path"] for r in lines] == sorted(labels)
     for r in lines:
-        assert set(r) == {"path", "digit", "confidence", "probabilities"}
+        assert set(r) == {"path", "digit", "confidence", "probabilities", "not_a_digit"}
         assert len(r["probabilities"]) == 10 and abs(sum(r["probabilities"]) - 1) < 1e-4
         assert r["confidence"] == max(r["probabilities"])
         assert r["digit"] == r["probabilities"].index(r["confidence"])
+        assert r["not_a_digit"] is False  # real digits are answered
     assert sum(r["digit"] == labels[r["path"]] for r in lines) >= 9
+
+
+def test_predict_says_not_a_digit_for_a_doodle_and_still_gives_the_probabilities(digits, tmp_path):
+    """A non-digit is a successful answer (exit 0), with its ten calibrated probabilities."""
+    from cnn import outliers
+    from cnn.weights import load
+
+    folder, labels = digits
+    doodle = tmp_path / "doodle.png"
+    Image.fromarray(outliers.sketch(outliers.HELD_OUT, "doodles", outliers.HELD_OUT_SEED, 0)["composite"]).save(doodle)
+    good = sorted(labels)[0]
+    proc = cli("predict", str(doodle), good)
+    assert proc.returncode == 0, proc.stderr
+    doodle_line, digit_line = (json.loads(line) for line in proc.stdout.splitlines())
+    assert doodle_line["not_a_digit"] is True and digit_line["not_a_digit"] is False
+    assert digit_line["digit"] == labels[good]
+    for r in (doodle_line, digit_line):
+        assert set(r) == {"path", "digit", "confidence", "probabilities", "not_a_digit"}
+        assert abs(sum(r["probabilities"]) - 1) < 1e-4 and r["confidence"] == max(r["probabilities"])
+    # the probabilities are the calibrated ones, the page's (not the plain softmax)
+    from cnn.preprocess import prepare
+
+    model = load()
+    logits = model(prepare(doodle).tensor)[0].detach()
+    expected = model.confidence.probabilities(logits)
+    assert max(abs(a - b) for a, b in zip(doodle_line["probabilities"], expected.tolist())) < 2e-6
 
 
 def test_predict_reports_bad_files_and_carries_on(digits, tmp_path):
@@ -81,4 +108,6 @@ def test_evaluate_prints_accuracy_on_the_full_test_set():
     proc = cli("evaluate")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["n"] == 10_000 and result["accuracy"] >= 0.993
+    assert result["n"] == 10_000 and result["accuracy"] >= 0.994
+    # the share of test digits the "not a digit" rule answers, and the accuracy on those
+    assert 0.99 <= result["answered"] < 1 and result["accuracy_answered"] > result["accuracy"]

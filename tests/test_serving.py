@@ -491,7 +491,7 @@ setattr(os, {function!r}, paused)
 model = weights.load(sys.argv[1])
 with torch.no_grad():
     model.out.bias.add_(1e-3)  # other bytes, the same digits
-weights.save(model, sys.argv[1], {{"recipe": "killed"}})
+weights.save(model, sys.argv[1], {{"recipe": "killed", "confidence": weights.read_card(sys.argv[1])["confidence"]}})
 """
 
 

@@ -181,7 +181,7 @@ def test_a_training_run_killed_at_any_step_of_its_save_leaves_weights_that_load(
     """A kill after the first byte of the save and before its commit leaves the previous weights
     with their card; after the commit, the new ones with theirs. Never a mix, never a stub."""
     out = tmp_path / "w" / "cnn.pt"
-    weights.save(CNN(), out, {"recipe": "previous"})
+    weights.save(CNN(), out, {"recipe": "previous", "confidence": weights.read_card()["confidence"]})
     before = weights.sha256_file(out)
     snapshots = tmp_path / "snapshots"
     proc = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(out.parent), str(snapshots),
