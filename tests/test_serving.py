@@ -446,13 +446,35 @@ def break_weights(kind: str, folder: Path) -> Path:
         card = json.loads(weights.card_path(path).read_text())
         card["sha256"] = weights.sha256_file(path)
         weights.card_path(path).write_text(json.dumps(card))
+    elif kind == "card-without-calibration":
+        # weights and card intact (hash matches) but no temperature/threshold: no "not a digit" rule
+        card = json.loads(weights.card_path(path).read_text())
+        del card["confidence"]
+        weights.card_path(path).write_text(json.dumps(card))
     return path
 
 
 @pytest.mark.parametrize("kind", ["missing", "truncated", "one-byte-changed", "card-missing",
-                                  "code-with-a-matching-card"])
-def test_the_page_refuses_to_start_on_bad_weights_with_one_line(tmp_path, kind):
+                                  "code-with-a-matching-card", "card-without-calibration"])
+def test_the_page_refuses_to_start_on_bad_weights_with_one_line(tmp_path, kind, capsys, monkeypatch):
+    """``app.main`` (what ``python app.py`` runs) on broken weights: status 1 and one line on
+    stderr naming the fix, before anything is built or served. In-process: a whole ``python
+    app.py`` costs ~9 s of imports; the test below runs one end to end."""
     path = break_weights(kind, tmp_path)
+    monkeypatch.setattr(app, "build_demo", lambda *a: pytest.fail("the page was built on broken weights"))
+    assert app.main(["--weights", str(path), "--port", str(free_port())]) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("app.py: ") and "python train.py" in lines[0], err
+    assert "Running on" not in out
+    assert not (tmp_path / "pwned").exists()
+    if kind == "card-without-calibration":
+        assert "calibration" in lines[0]  # the line names what the card lacks
+
+
+def test_python_app_py_on_code_carrying_weights_exits_with_one_line_and_runs_no_code(tmp_path):
+    """The same, as a process: exit status 1, one line, no traceback, no server, no code run."""
+    path = break_weights("code-with-a-matching-card", tmp_path)
     proc = subprocess.run([sys.executable, str(ROOT / "app.py"), "--weights", str(path), "--port", str(free_port())],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 1, (proc.stdout, proc.stderr)

@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 import signal
 import subprocess
@@ -9,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import train
-from cnn import data, weights
+from cnn import confidence, data, weights
 from cnn.model import CNN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,18 +59,33 @@ def run_train(*args, **kw):
     return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, **kw)
 
 
-def test_dry_run_cli_writes_loadable_weights_and_card(tmp_path):
+def main_in_process(*args: str) -> str:
+    """``train.main(args)`` (what ``python train.py`` runs) in this process, its stdout returned;
+    torch's thread count put back after (main sets it). A process would add ~4 s of imports;
+    ``test_cuda_request_without_cuda_is_a_clear_error`` runs the script itself."""
+    threads = torch.get_num_threads()
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            assert train.main(list(args)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out.getvalue()
+
+
+def test_dry_run_writes_loadable_weights_and_card(tmp_path):
     out = tmp_path / "w" / "cnn.pt"
-    proc = run_train("--recipe", "fast", "--dry-run", "--device", "cpu", "--out", str(out), timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    main_in_process("--recipe", "fast", "--dry-run", "--device", "cpu", "--out", str(out))
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["dry_run"] is True and card["recipe"] == "fast"
     assert card["sha256"] == weights.sha256_file(out)
     assert {"hyperparameters", "epochs", "seed", "test_accuracy", "test_accuracy_first2000",
-            "train_seconds", "device", "torch_version"} <= card.keys()
+            "train_seconds", "device", "torch_version", "confidence"} <= card.keys()
     # the card says which precision really ran: bf16 only where this CPU has bf16 matrix units
     assert card["hyperparameters"]["precision"] == ("bf16" if cpu_has_bf16_matrix_units() else "fp32")
-    weights.load(out)
+    # fast trains on all 60 000 digits, so its calibration digits were seen in training: said so
+    assert card["confidence"]["validation_held_out"] is False and card["confidence"]["validation_drawn_digits"] == 0
+    assert weights.load(out).confidence.temperature == card["confidence"]["temperature"]
 
 
 def cpu_has_bf16_matrix_units() -> bool:
@@ -113,12 +130,24 @@ def test_best_recipe_dry_run_trains_on_augmented_batches_with_adamw(monkeypatch)
     assert all(not torch.equal(a, b) for a, b in zip(start, model.parameters()))  # every parameter trained
 
 
-def test_dry_run_without_out_leaves_shipped_weights_alone():
+def test_best_dry_run_renders_sketches_fits_its_calibration_and_writes_nothing_without_out(monkeypatch):
+    """``python train.py --dry-run`` (the default recipe, best) end to end: the sketch banks (100
+    drawn digits, 200 non-digits), 20 batches, then the calibration on the 5000 held-out digits,
+    the same digits drawn and the non-digit sketches; without --out the shipped weights stay."""
     before = weights.sha256_file(weights.DEFAULT_WEIGHTS)
-    proc = run_train("--recipe", "seed", "--dry-run", timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "not written" in proc.stdout
+    fitted = []
+    real = train.calibrate
+    monkeypatch.setattr(train, "calibrate", lambda *a: fitted.append(real(*a)) or fitted[-1])
+    stdout = main_in_process("--dry-run")
+    assert "rendered 100 drawn digits and 200 non-digit sketches" in stdout and "not written" in stdout
     assert weights.sha256_file(weights.DEFAULT_WEIGHTS) == before
+    entry, = fitted
+    assert (entry["validation_digits"], entry["validation_drawn_digits"], entry["validation_non_digits"]) == \
+        (train.VALIDATION, train.DRY_RUN_SKETCHES // 2, train.DRY_RUN_SKETCHES)
+    assert entry["validation_held_out"] is True and set(entry["validation_non_digits_refused"]) == set(confidence.SCORES)
+    rule = confidence.Rule.from_card({"confidence": entry})  # what the card would carry loads
+    assert entry["validation_answered"] >= 0.99 and entry["validation_drawn_answered"] >= 0.99
+    assert entry["validation_non_digits_refused"][rule.score] == max(entry["validation_non_digits_refused"].values())
 
 
 @pytest.mark.parametrize("args, says", [
@@ -126,11 +155,16 @@ def test_dry_run_without_out_leaves_shipped_weights_alone():
     (["--epochs", "-3"], "--epochs: must be at least 1, not -3"),
     (["--threads", "two"], "--threads: 'two' is not a whole number"),
 ])
-def test_bad_numbers_are_refused_before_anything_runs(args, says):
-    """0 epochs would otherwise write an untrained model over the shipped weights."""
+def test_bad_numbers_are_refused_before_anything_runs(args, says, capsys, monkeypatch):
+    """0 epochs would otherwise write an untrained model over the shipped weights. In-process
+    (``train.main``, what ``python train.py`` runs; a process costs ~4 s of imports): argparse's
+    exit status 2 and its one-line usage error, before any data is read."""
     before = weights.sha256_file(weights.DEFAULT_WEIGHTS)
-    proc = run_train(*args, timeout=120)
-    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    monkeypatch.setattr(train.data, "load", lambda *a, **k: pytest.fail("MNIST was read"))
+    with pytest.raises(SystemExit) as exit:
+        train.main(args)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and says in err and err.startswith("usage: "), err
     assert weights.sha256_file(weights.DEFAULT_WEIGHTS) == before
 
 
