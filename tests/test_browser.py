@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import app
-from cnn import render
+from cnn import explain, render
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -32,6 +32,7 @@ TIMEOUT_MS = 60_000  # generous: the CPU is small and may be shared with a train
 ONE = [[(0.5, 0.12), (0.5, 0.5), (0.5, 0.88)]]
 ZERO = [[(0.5 + 0.27 * math.sin(t * math.pi / 7), 0.5 - 0.38 * math.cos(t * math.pi / 7)) for t in range(15)]]
 SEVEN = [[(0.22, 0.15), (0.5, 0.15), (0.78, 0.15), (0.6, 0.52), (0.42, 0.88)]]
+STAR = [[(0.5, 0.05), (0.2, 0.95), (0.95, 0.35), (0.05, 0.35), (0.8, 0.95), (0.5, 0.05)]]  # a doodle
 
 PICTURES = {  # element id -> natural size of its picture
     "network-input": (224, 224),
@@ -137,12 +138,16 @@ def test_draw_digits_clear_and_draw_again(page, tmp_path):
     draw(page, ONE)  # the very first stroke on the page, no tool clicked
     expect_digit(page, "1")
 
-    for strokes, digit in ((ZERO, "0"), (SEVEN, "7")):
+    for strokes, digit in ((STAR, explain.NOT_A_DIGIT), (ZERO, "0"), (SEVEN, "7")):
         clear(page)
         expect_empty(page)
         ready_to_draw(page)
         draw(page, strokes)
-        expect_digit(page, digit)
+        expect_digit(page, digit)  # a star: "Not a digit?" heads the ten bars, every map still drawn
+        if digit == explain.NOT_A_DIGIT:
+            from playwright.sync_api import expect
+
+            expect(page.locator("#answer")).to_contain_text(explain.NOT_A_DIGIT_REASON)
 
     shot = tmp_path / "screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
