@@ -220,8 +220,8 @@ def show(model: CNN, tensor: torch.Tensor, image: np.ndarray, selection: tuple |
     uint8 ``image``. One forward pass; every picture, number and sentence comes from it."""
     features = extract(model, tensor)
     answer = confidence.answer(model, features.logits)  # calibrated, and "not a digit" or not
-    selection, panel, field = inspected(model, features, image, selection)
-    page = render.page(features, image, selection)
+    shown, panel, field = inspected(model, features, image, selection)
+    page = render.page(features, image, shown)
     top, runner_up = (inspector.evidence(model, features, d) for d in features.ranked()[:2])
     why = render.evidence([top["map"], np.subtract(top["map"], runner_up["map"])], image)
     return (probabilities(answer), page.network_input, page.conv1_before, page.conv1_after,
@@ -282,11 +282,13 @@ def cleared(sketch) -> tuple:
 
 
 def inspected(model: CNN, features, image, selection: tuple | None):
-    """(selection, inspector HTML, receptive-field picture) for the selected cell, or for the
-    cell that voted most for the answer when nothing is selected."""
-    cell = inspector.inspect(model, features, *(selection or inspector.strongest_vote(model, features)))
+    """(the cell shown, inspector HTML, receptive-field picture) for the selected cell, or for the
+    cell that voted most for the answer when nothing is selected (then framed in its grid too, as
+    a clicked one is; the session's selection stays empty, so it follows the answer)."""
+    shown = selection or inspector.strongest_vote(model, features)
+    cell = inspector.inspect(model, features, *shown)
     picture = render.receptive_field(image, cell["receptive_field"], cell.get("kept_receptive_field"))
-    return selection, explain.inspector(cell, default=selection is None), picture
+    return shown, explain.inspector(cell, default=selection is None), picture
 
 
 def select_cell(model: CNN, layer: str, image, evt: gr.SelectData) -> tuple:

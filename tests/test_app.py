@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import app
-from cnn import render
+from cnn import inspector, render
 from cnn.features import extract
 from cnn.preprocess import prepare
 
@@ -228,26 +228,50 @@ def test_served_network_input_is_the_prepared_tensor(served):
     np.testing.assert_array_equal(blocks[:, 0, :, 0, 0], expected)
 
 
+POOLED = {"conv1": ("conv1", "pool1"), "conv2": ("conv2", "pool2")}  # (before, after) in the inspector's names
+
+
+def ring(shape: tuple[int, int], box: tuple[int, int, int, int], width: int = 2) -> np.ndarray:
+    """The ``width``-px ring just outside a (top, left, bottom, right) pixel box, as a mask."""
+    top, left, bottom, right = box
+    mask = np.zeros(shape, bool)
+    mask[max(0, top - width):bottom + width, max(0, left - width):right + width] = True
+    mask[top:bottom, left:right] = False
+    return mask
+
+
 @pytest.mark.parametrize("layer", LAYERS)
-def test_served_maps_are_the_models_activations_on_the_layers_one_scale(served, layer):
+def test_served_maps_are_the_models_activations_on_the_layers_one_scale(served, shipped_model, layer):
     """Every cell of every tile, before and after pooling, decoded through the palette back to a
-    value, is the model's activation within one colour step of the scale [0, layer's maximum]."""
+    value, is the model's activation within one colour step of the scale [0, layer's maximum].
+    Nothing is selected yet, so the inspector shows the cell that voted most for the answer: that
+    cell, and no other pixel, is framed in green in its grid (the frame is not a value)."""
     block = getattr(served.features, layer)
     n, side, cell, cols = LAYERS[layer]
     hi = float(block.before.max())
     assert hi > 0
     step = hi / (render.LEVELS - 1)
     span = render.dot_span(cell)
-    for pos, maps, s, c in ((PICTURE[layer][0], block.before, side, cell),
-                            (PICTURE[layer][1], block.after, side // 2, 2 * cell)):
+    shown_layer, *shown = inspector.strongest_vote(shipped_model, served.features)
+    for name, pos, maps, s, c in ((POOLED[layer][0], PICTURE[layer][0], block.before, side, cell),
+                                  (POOLED[layer][1], PICTURE[layer][1], block.after, side // 2, 2 * cell)):
         picture = rgb(served.pictures[pos])
         assert picture.shape[:2] == render.grid_size(n, s, c, cols)[::-1]
+        framed = np.zeros(picture.shape[:2], bool)
+        if name == shown_layer:
+            framed = ring(picture.shape[:2], render.cell_box(*shown, s, c, cols))
+        green = (picture == render.RGB_HIGHLIGHT).all(-1)
+        np.testing.assert_array_equal(green, framed, err_msg=f"{name}: the frame is not around the inspected cell")
         px = cells(picture[: -render.LEGEND_H], n, s, c, cols)
-        body = px[:, :, :, 0, 0]  # a cell's corner: never under a kept-cell dot
+        hidden = cells(np.repeat(framed[: -render.LEGEND_H, :, None], 3, -1), n, s, c, cols)[..., 0]
         solid = np.ones((c, c), bool)
         if pos == PICTURE[layer][0]:
             solid[span, span] = False  # the dot's square
-        assert (px[:, :, :, solid] == body[:, :, :, None]).all(), f"{layer}: a cell is not one colour"
+        seen = solid & ~hidden  # (n, s, s, c, c): a cell's own colour shows there
+        first = seen.reshape(*seen.shape[:3], -1).argmax(-1)  # a pixel of each cell under no dot, no frame
+        body = np.take_along_axis(px.reshape(*px.shape[:3], -1, 3), first[..., None, None], 3)[:, :, :, 0]
+        assert seen.any((-2, -1)).all()
+        assert ((px == body[:, :, :, None, None]).all(-1) | ~seen).all(), f"{layer}: a cell is not one colour"
         values = nearest(body, render.ACTIVATION_SCALE) * step
         np.testing.assert_allclose(values, maps.numpy(), rtol=0, atol=step * 1.001,
                                    err_msg=f"{layer} picture {pos}: colours are not the activations")
