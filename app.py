@@ -212,13 +212,13 @@ def update(model: CNN, value, selection: tuple | None = None) -> tuple:
     if prepared is None:
         return (EMPTY, None, None, None, None, None, explain.answer(None), None, explain.NO_DRAWING,
                 None, "", None)
-    return show(model, prepared.tensor, prepared.image, selection)
+    return show(model, extract(model, prepared.tensor), prepared.image, selection)
 
 
-def show(model: CNN, tensor: torch.Tensor, image: np.ndarray, selection: tuple | None = None) -> tuple:
-    """``update``'s outputs for a network input: ``tensor`` (1, 1, 28, 28) and its (28, 28)
-    uint8 ``image``. One forward pass; every picture, number and sentence comes from it."""
-    features = extract(model, tensor)
+def show(model: CNN, features, image: np.ndarray, selection: tuple | None = None) -> tuple:
+    """``update``'s outputs for one forward pass (``features = extract(model, tensor)``) of a
+    network input whose (28, 28) uint8 picture is ``image``: every picture, number and sentence
+    comes from that pass."""
     answer = confidence.answer(model, features.logits)  # calibrated, and "not a digit" or not
     shown, panel, field = inspected(model, features, image, selection)
     page = render.page(features, image, shown)
@@ -258,12 +258,12 @@ def open_link(model: CNN, request: gr.Request) -> tuple:
     try:
         image = link.decode(params[link.PARAM])
         selection = link.decode_cell(params.get(link.CELL_PARAM))
-        tensor = to_tensor(image)[None]
+        features = extract(model, to_tensor(image)[None])  # the page's one forward pass
         if selection is not None:
-            inspector.check(extract(model, tensor), *selection)
+            inspector.check(features, *selection)
     except InputError as e:
         return (gr.skip(),) * 12 + (gr.skip(), gr.skip(), f"<p>{e} Here is an empty page to draw on.</p>")
-    return show(model, tensor, image, selection) + (link.canvas(image, CANVAS), selection, "")
+    return show(model, features, image, selection) + (link.canvas(image, CANVAS), selection, "")
 
 
 def example(model: CNN, clicked) -> tuple:

@@ -58,7 +58,13 @@ def test_round_trip_gives_the_same_input_and_the_same_answer(shipped_model, name
 def test_the_page_opens_a_link_with_its_drawing_cell_and_canvas(shipped_model):
     image = prepare(str(app.EXAMPLES[0])).image
     request = type("Request", (), {"query_params": {link.PARAM: link.encode(image), link.CELL_PARAM: "conv1-3-4-5"}})
-    out = app.open_link(shipped_model, request)
+    passes = []
+    hook = shipped_model.register_forward_pre_hook(lambda m, a: passes.append(1))
+    try:
+        out = app.open_link(shipped_model, request)
+    finally:
+        hook.remove()
+    assert len(passes) == 1  # the cell is checked on the same forward pass the page shows
     label, *_ = out
     assert max(label, key=label.get) == app.EXAMPLES[0].stem[-1]
     assert out[13] == ("conv1", 3, 4, 5) and out[14] == ""  # the cell, and no notice
