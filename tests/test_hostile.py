@@ -357,6 +357,7 @@ def test_unknown_sessions_events_and_functions_get_a_4xx_and_one_log_line(server
     assert [400 <= r.status_code < 500 for r in probes] == [True] * len(probes), [(r.status_code, r.text)
                                                                                   for r in probes]
     assert all(r.json()["detail"] for r in probes)
+    assert "is not an event of this app" in probes[3].json()["detail"], probes[3].text  # not a KeyError caught late
     time.sleep(0.5)
     said = server.log_text()[start:]
     assert "Traceback" not in said, said
@@ -467,3 +468,40 @@ def test_a_picture_drawn_again_replaces_its_file_and_never_rewrites_it_in_place(
     with reader:
         assert reader.read() == Path(path).read_bytes()  # ...and the one being read is still whole
     assert [p.name for p in Path(path).parent.iterdir()] == ["image.png"]  # no temporary left
+
+
+def test_the_sweep_removes_orphaned_upload_temp_files_and_old_pictures(tmp_path, monkeypatch):
+    """In process: the Guard reads every body before Gradio opens a temp file, so the server
+    tests above never leave one; the sweep must still remove one (and old pictures, their folder)."""
+    from types import SimpleNamespace
+
+    from cnn import serving
+
+    monkeypatch.setattr(serving, "CACHE", tmp_path)
+    old = time.time() - 10_000
+    orphan, fresh = tmp_path / "tmpk3j2h1", tmp_path / "tmpfresh"
+    orphan.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y")
+    (tmp_path / "hash").mkdir()
+    picture = tmp_path / "hash" / "image.png"
+    picture.write_bytes(b"z" * 10)
+    (tmp_path / "page").mkdir()
+    example = tmp_path / "page" / "example.png"
+    example.write_bytes(b"e")
+    for p in (orphan, picture, example):
+        os.utime(p, (old, old))
+    demo = SimpleNamespace(blocks={0: SimpleNamespace(keep_in_cache={str(example)})})
+    assert serving.sweep(demo) == 1010
+    assert not orphan.exists() and not (tmp_path / "hash").exists()
+    assert fresh.exists() and example.exists()
+
+
+def test_the_guard_itself_closes_monitoring_and_direct_run_routes():
+    """Gradio refuses these too (api_open=False, queued events, enable_monitoring=False), so the
+    server test above passes with any one layer gone: each layer is checked here on its own."""
+    from cnn import serving
+
+    for path in ("/monitoring", "/monitoring/summary", "/gradio_api/run/predict", "/gradio_api/api/predict"):
+        assert serving.Guard._closed(path, "POST")[0] == 404, path
+    assert serving.Guard._closed("/gradio_api/queue/join", "POST") is None
+    assert serving.launch_options(None, "2mb")["enable_monitoring"] is False
