@@ -91,10 +91,17 @@ CSS = """
 .clickable img { cursor: crosshair; }
 /* The answer, one line above the canvas. On a phone the page is one column: keep the line in
    view (sticky) while the visitor scrolls to draw, and shorten the introduction. */
-#answer .answer { font-size: 1.25rem; padding: 6px 10px; border-radius: 8px; background: #f3f4f6; }
-#answer .answer b { font-size: 1.6rem; }
+/* One height in every state ("Draw a digit", "reads 7", "Not a digit?" and its reason on up to two
+   smaller lines), so the canvas under the box never moves between strokes. */
+#answer .answer { font-size: 1.25rem; line-height: 2.2rem; padding: 6px 10px; border-radius: 8px;
+                  background: #f3f4f6; box-sizing: border-box; min-height: calc(2.2rem + 2.5rem + 12px); }
+#answer .answer b { font-size: 1.6rem; line-height: 1; }
+#answer .answer .reason { display: block; font-size: 0.95rem; line-height: 1.25rem; color: #4b5563; }
 @media (max-width: 640px) {
   #answer { position: sticky; top: 0; z-index: 50; }
+  #answer .answer { min-height: 0; font-size: 1rem; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  #answer .answer b { font-size: 1.4rem; }
+  #answer .answer .reason { display: none; }  /* one line on a phone: the maps' words say why */
   #intro p { display: none; }
 }
 #inspector-col { position: sticky; top: 8px; align-self: flex-start; }

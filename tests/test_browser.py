@@ -135,8 +135,11 @@ def expect_empty(pg) -> None:
 def test_draw_digits_clear_and_draw_again(page, tmp_path):
     expect_empty(page)
     ready_to_draw(page)
+    canvas = page.locator("#sketch .pixi-target canvas").first
+    where = canvas.bounding_box()["y"]  # the canvas never moves under the pen, whatever the answer says
     draw(page, ONE)  # the very first stroke on the page, no tool clicked
     expect_digit(page, "1")
+    assert abs(canvas.bounding_box()["y"] - where) < 1
 
     for strokes, digit in ((STAR, explain.NOT_A_DIGIT), (ZERO, "0"), (SEVEN, "7")):
         clear(page)
@@ -148,6 +151,7 @@ def test_draw_digits_clear_and_draw_again(page, tmp_path):
             from playwright.sync_api import expect
 
             expect(page.locator("#answer")).to_contain_text(explain.NOT_A_DIGIT_REASON)
+        assert abs(canvas.bounding_box()["y"] - where) < 1, digit
 
     shot = tmp_path / "screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -252,6 +256,7 @@ def test_on_a_phone_the_answer_stays_in_view_while_drawing_and_a_tap_inspects(br
         ready_to_draw(pg)
         canvas.scroll_into_view_if_needed()
         box = canvas.bounding_box()
+        where = pg.evaluate("() => window.scrollY") + box["y"]  # on the page, scrolling aside
         side = 0.8 * min(box["width"], box["height"])
         x0, y0 = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
         touch_stroke(ctx.new_cdp_session(pg), [(x0 + side * x, y0 + side * y) for x, y in SEVEN[0]])
@@ -262,6 +267,7 @@ def test_on_a_phone_the_answer_stays_in_view_while_drawing_and_a_tap_inspects(br
         assert 0 <= a["y"] and a["y"] + a["height"] <= 844, a
         assert 0 <= c["y"] and c["y"] + c["height"] <= 844 and c["x"] >= 0 and c["x"] + c["width"] <= 391, c
         assert a["y"] + a["height"] <= c["y"] + 1, (a, c)
+        assert abs(pg.evaluate("() => window.scrollY") + c["y"] - where) < 1  # the answer moved no canvas
         if os.environ.get("PHONE_SCREENSHOT"):
             pg.screenshot(path=os.environ["PHONE_SCREENSHOT"])
         expect(top_label(pg)).to_have_text("7", timeout=TIMEOUT_MS)
