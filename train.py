@@ -29,7 +29,7 @@ import cnn.augment
 from cnn import confidence, data, outliers, weights
 from cnn.augment import augment
 from cnn.errors import CNNError
-from cnn.evaluate import logits_of, test
+from cnn.evaluate import figures, logits_of, test
 from cnn.model import CNN
 
 RECIPES = {
@@ -203,12 +203,9 @@ def calibrate(model, validation: data.Split, hp: dict, dry_run: bool, device) ->
     rule, refused = confidence.fit(digits, non_digits)
 
     def measured(prefix: str, logits: torch.Tensor, labels: torch.Tensor) -> dict:
-        answered = rule.is_digit(logits)
-        hits = logits.argmax(1) == labels
-        return {f"{prefix}_answered": round(answered.double().mean().item(), 4),
-                f"{prefix}_accuracy_answered": round(hits[answered].double().mean().item(), 4),
-                f"{prefix}_ece": round(confidence.ece(rule.probabilities(logits), labels), 4),
-                f"{prefix}_ece_uncalibrated": round(confidence.ece(logits.softmax(1), labels), 4)}
+        f = figures(rule, logits, labels)
+        return {f"{prefix}_{k}": None if f[k] is None else round(f[k], 4)
+                for k in ("answered", "accuracy_answered", "ece", "ece_uncalibrated")}
 
     return rule.card(
         answered_target=confidence.ANSWERED,

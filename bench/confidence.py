@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import robustness  # noqa: E402  (bench/robustness.py: its drawn set, drawn the same way)
 from cnn import confidence, data, outliers, weights  # noqa: E402
-from cnn.evaluate import logits_of  # noqa: E402
+from cnn.evaluate import figures as figures_of, logits_of  # noqa: E402
 
 NON_DIGIT_SEED = 31  # the training generators' reference samples (train.py uses 101-103)
 
@@ -42,17 +42,12 @@ def drawn_digits(split: data.Split, n: int, seed: int) -> tuple[list[torch.Tenso
 
 
 def figures(rule: confidence.Rule, logits: torch.Tensor, labels: torch.Tensor, found: torch.Tensor | None = None) -> dict:
-    """Accuracy, share answered, accuracy answered, ECE before/after. ``found``: False where
-    preprocessing found no digit (counted as wrong and not answered)."""
+    """``cnn.evaluate.figures`` on the images preprocessing found a digit in (``found``; None:
+    all); the others count as wrong and not answered."""
     found = torch.ones(len(labels), dtype=torch.bool) if found is None else found
-    hits = torch.zeros(len(labels), dtype=torch.bool)
-    hits[found] = logits.argmax(1) == labels[found]
-    answered = torch.zeros(len(labels), dtype=torch.bool)
-    answered[found] = rule.is_digit(logits)
-    return {"accuracy": hits.double().mean().item(), "answered": answered.double().mean().item(),
-            "accuracy_answered": hits[answered].double().mean().item(),
-            "ece_before": confidence.ece(logits.softmax(1), labels[found]),
-            "ece_after": confidence.ece(rule.probabilities(logits), labels[found])}
+    f = figures_of(rule, logits, labels[found])
+    share = found.double().mean().item()
+    return {**f, "accuracy": f["accuracy"] * share, "answered": f["answered"] * share}
 
 
 def refused(model, rule, family: dict, seed: int, per_kind: int, digits: np.ndarray) -> dict[str, float]:
@@ -91,7 +86,7 @@ def main(argv=None) -> None:
     print(f"{'':38}{'accuracy':>9}{'answered':>10}{'acc. answered':>15}{'ECE softmax':>13}{'ECE calibrated':>16}")
     for name, f in ((f"MNIST test ({len(test.labels)})", mnist), (f"drawn digits ({args.n}, robustness set)", drawn)):
         print(f"{name:38}{f['accuracy']:8.2%}{f['answered']:10.2%}{f['accuracy_answered']:15.2%}"
-              f"{f['ece_before']:13.2%}{f['ece_after']:16.2%}")
+              f"{f['ece_uncalibrated']:13.2%}{f['ece']:16.2%}")
 
     digits = test.images.numpy()  # the held-out numbers are made of test digits, never trained on
     held = refused(model, rule, outliers.HELD_OUT, outliers.HELD_OUT_SEED, args.per_kind, digits)
@@ -108,7 +103,7 @@ def main(argv=None) -> None:
              ("MNIST test answered >= 99 %", mnist["answered"] >= 0.99),
              ("drawn digits answered >= 98 %", drawn["answered"] >= 0.98),
              ("held-out non-digits refused >= 95 %", np.mean(list(held.values())) >= 0.95),
-             ("ECE calibrated <= 1 % (MNIST and drawn)", max(mnist["ece_after"], drawn["ece_after"]) <= 0.01)]
+             ("ECE calibrated <= 1 % (MNIST and drawn)", max(mnist["ece"], drawn["ece"]) <= 0.01)]
     print("\ngoals: " + "; ".join(f"{g}: {'met' if ok else 'NOT met'}" for g, ok in goals))
     print(f"bench took {time.perf_counter() - start:.1f} s")
 

@@ -105,11 +105,6 @@ def rule_of(model: torch.nn.Module) -> Rule:
     return rule
 
 
-def calibrated(model: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
-    """``model``'s calibrated probabilities for ``logits`` (e.g. ``features.logits``)."""
-    return rule_of(model).probabilities(logits)
-
-
 def answer(model: torch.nn.Module, logits: torch.Tensor) -> Answer:
     """``model``'s answer for one drawing's logits: calibrated probabilities and "not a digit"."""
     return rule_of(model).answer(logits)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .confidence import rule_of
+from .confidence import ece, rule_of
 from .data import Split
 
 
@@ -22,12 +22,23 @@ def test(model: torch.nn.Module, split: Split, device: torch.device | str = "cpu
     return logits_of(model, split, device, batch_size).argmax(1) == split.labels
 
 
+def figures(rule, logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """What ``rule`` (a ``cnn.confidence.Rule``) makes of (N, 10) ``logits`` for ``labels``:
+    accuracy on all, the share answered, the accuracy on those (None when none is), and the
+    ECE of the calibrated and of the plain softmax probabilities. One place for these figures:
+    ``python -m cnn evaluate``, the card's calibration (train.py) and bench/confidence.py."""
+    hits = logits.argmax(1) == labels
+    answered = rule.is_digit(logits)
+    return {"accuracy": hits.double().mean().item(), "answered": answered.double().mean().item(),
+            "accuracy_answered": hits[answered].double().mean().item() if answered.any() else None,
+            "ece": ece(rule.probabilities(logits), labels), "ece_uncalibrated": ece(logits.softmax(1), labels)}
+
+
 def report(model: torch.nn.Module, split: Split) -> dict:
     """Accuracy on all of ``split``, the share the model answers (its card's "not a digit" rule)
     and the accuracy on those: what ``python -m cnn evaluate`` prints."""
     logits = logits_of(model, split)
-    hits = logits.argmax(1) == split.labels
-    answered = rule_of(model).is_digit(logits)
-    return {"accuracy": round(hits.double().mean().item(), 4), "n": len(hits), "correct": int(hits.sum()),
-            "answered": round(answered.double().mean().item(), 4),
-            "accuracy_answered": round(hits[answered].double().mean().item(), 4) if answered.any() else None}
+    f = figures(rule_of(model), logits, split.labels)
+    answered = f["accuracy_answered"]
+    return {"accuracy": round(f["accuracy"], 4), "n": len(logits), "correct": int((logits.argmax(1) == split.labels).sum()),
+            "answered": round(f["answered"], 4), "accuracy_answered": None if answered is None else round(answered, 4)}

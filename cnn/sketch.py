@@ -132,17 +132,23 @@ class BlobStore:
             self._read.intersection_update(self._items)
         return item[1] if item else default
 
+    def _of(self, session: str) -> list[tuple[str, str]]:
+        """The session's keys, oldest first (call with the lock held)."""
+        return [k for k in self._items if k[0] == session]
+
     def _newest(self, session: str) -> tuple[str, str] | None:
-        mine = [k for k in self._items if k[0] == session]
+        mine = self._of(session)
         return mine[-1] if mine else None
 
     def forget(self) -> None:
         """The visitor cleared the canvas: drop the current session's drawings that an event has
-        already read. One not read yet was sent after the Clear (events run in order, and the pad
-        sends a drawing before the event that reads it), so it stays."""
+        already read. One not read yet stays: it may have been sent after the Clear. It may also
+        be a stroke's sent just before it, whose event runs after the Clear's: then the page shows
+        that stroke over the empty canvas until the next one (README, "Known defect"); the store
+        cannot tell the two apart."""
         session = serving.current_session() or ""
         with self._lock:
-            for key in [k for k in self._items if k[0] == session and k in self._read]:
+            for key in [k for k in self._of(session) if k in self._read]:
                 del self._items[key]
             self._read.intersection_update(self._items)
 
@@ -157,7 +163,7 @@ class BlobStore:
             else:
                 setattr(blobs, kind, data)
             self._items[key] = (time.monotonic(), blobs)
-            mine = [k for k in self._items if k[0] == session]
+            mine = self._of(session)
             for old in mine[:-MAX_BLOB_IDS_PER_SESSION]:
                 del self._items[old]
             while self._size() > MAX_BLOBS_BYTES and len(self._items) > 1:
@@ -169,7 +175,7 @@ class BlobStore:
         session = serving.current_session() or ""
         with self._lock:
             self._expire()
-            mine = [k for k in self._items if k[0] == session]
+            mine = self._of(session)
             for old in mine[:-1]:
                 del self._items[old]
             return mine[-1][1] if mine else None  # kept (see ``pop``) until it expires or is replaced

@@ -74,7 +74,7 @@ def test_the_shipped_card_carries_the_calibration_fitted_on_held_out_digits(ship
 
 def test_calibrated_probabilities_sum_to_one_and_keep_the_argmax(shipped_model):
     logits = torch.randn(500, 10) * torch.linspace(0.1, 20, 500)[:, None]  # flat to very peaked
-    p = confidence.calibrated(shipped_model, logits)
+    p = confidence.rule_of(shipped_model).probabilities(logits)
     torch.testing.assert_close(p.sum(1), torch.ones(500))
     assert (p.argmax(1) == logits.argmax(1)).all() and (p >= 0).all()
     one = confidence.answer(shipped_model, logits[-1])
@@ -86,7 +86,7 @@ def test_a_model_without_a_card_has_no_rule():
     from cnn.model import CNN
 
     with pytest.raises(CalibrationError, match=r"python train\.py"):
-        confidence.calibrated(CNN(), torch.zeros(10))
+        confidence.rule_of(CNN())
 
 
 # ---------------------------------------------------------------- fitting
