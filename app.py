@@ -38,7 +38,7 @@ from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
 from cnn.preprocess import prepare
-from cnn.sketch import ARM_BRUSH_JS, BRUSH_RADIUS, CANVAS, refusal, sketchpad  # noqa: F401 (re-exported for bench/ and tests/)
+from cnn.sketch import ARM_BRUSH_JS, BRUSH_RADIUS, CANVAS, CLEARED_JS, STALE_JS, refusal, sketchpad  # noqa: F401 (re-exported for bench/ and tests/)
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted((HERE / "cnn" / "examples").glob("mnist_test_*.png"))
@@ -236,9 +236,14 @@ def show(model: CNN, features, image: np.ndarray, selection: tuple | None = None
             field, panel, why, explain.evidence(top, runner_up, answer.not_a_digit), image)
 
 
-def stroke(model: CNN, sketch, selection: tuple | None) -> tuple:
+def stroke(model: CNN, sketch, selection: tuple | None, stale: bool = False) -> tuple:
     """The page's per-stroke event: ``update`` for the drawing the pad has just sent (as blobs,
-    read from ``sketch.latest()``). Nothing new received (a repeat): the page stays as it is."""
+    read from ``sketch.latest()``). Nothing new received (a repeat): the page stays as it is.
+    ``stale``: the visitor pressed Clear after this stroke (``STALE_JS``), so its drawing is gone
+    from the canvas: the page stays empty and the drawing is dropped."""
+    if stale:
+        sketch.blob_storage.forget(everything=True)
+        return (gr.skip(),) * 12
     value = sketch.latest()
     return (gr.skip(),) * 12 if value is None else update(model, value, selection)
 
@@ -424,10 +429,14 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         # pad as an input, which would make the front end upload them six more times (see
         # `Sketchpad.latest`). always_last: strokes that arrive while one is being processed
         # collapse into the latest.
-        sketch.change(partial(stroke, model, sketch), selection, outputs, api_visibility="private",
-                      trigger_mode="always_last", show_progress="hidden", concurrency_id="cnn")
-        sketch.clear(partial(cleared, sketch), None, outputs, api_visibility="private", show_progress="hidden",
-                     concurrency_id="cnn")
+        # A stroke's event can reach the server after a Clear pressed while the pad was still
+        # sending it: the browser tells the event so (`stale`, see cnn/sketch.py STALE_JS).
+        stale = gr.Checkbox(visible=False, label="stale")
+        sketch.change(partial(stroke, model, sketch), [selection, stale], outputs, js=STALE_JS,
+                      api_visibility="private", trigger_mode="always_last", show_progress="hidden",
+                      concurrency_id="cnn")
+        sketch.clear(partial(cleared, sketch), None, outputs, js=CLEARED_JS, api_visibility="private",
+                     show_progress="hidden", concurrency_id="cnn")
         # An example: Gradio puts it on the canvas; the page is computed from its file.
         examples.dataset.click(partial(example, model), examples.dataset, [*outputs, selection],
                                api_visibility="private", show_progress="hidden", concurrency_id="cnn")

@@ -57,8 +57,21 @@ ARM_BRUSH_JS = """
   };
   new MutationObserver(arm).observe(document.body, { childList: true, subtree: true });
   arm();
+  // Any press inside the pad (a stroke, a tool, Undo) starts a new drawing after a Clear: see
+  // CLEARED_JS and STALE_JS. Capture phase, on the document: the pad's own nodes are re-rendered.
+  document.addEventListener("pointerdown", (e) => {
+    if (e.target instanceof Element && e.target.closest("#sketch")) window.cnnCleared = false;
+  }, true);
 }
 """
+# A stroke's images reach the server (accept_blobs) and its change event is sent only after the
+# pad has turned the canvas into PNGs, which can take a second on a slow device. Clear in that
+# moment and the stroke's event arrives after the Clear's: the server alone cannot tell it from a
+# stroke drawn after the Clear. The browser can: the Clear sets a flag that only the next press
+# inside the pad resets, and each stroke event sends the flag with it ("stale": the pad has been
+# cleared since, so the event must not bring the old drawing back).
+CLEARED_JS = "() => { window.cnnCleared = true; }"
+STALE_JS = "(selection, stale) => [selection, window.cnnCleared === true]"
 
 
 TITLE = "Cannot read this drawing"
@@ -140,15 +153,14 @@ class BlobStore:
         mine = self._of(session)
         return mine[-1] if mine else None
 
-    def forget(self) -> None:
+    def forget(self, everything: bool = False) -> None:
         """The visitor cleared the canvas: drop the current session's drawings that an event has
-        already read. One not read yet stays: it may have been sent after the Clear. It may also
-        be a stroke's sent just before it, whose event runs after the Clear's: then the page shows
-        that stroke over the empty canvas until the next one (README, "Known defect"); the store
-        cannot tell the two apart."""
+        already read. One not read yet stays: it may have been sent after the Clear (the store
+        cannot tell; the stroke's event can: ``STALE_JS``). ``everything``: a stroke event that
+        knows the pad was cleared after it drops them all."""
         session = serving.current_session() or ""
         with self._lock:
-            for key in [k for k in self._of(session) if k in self._read]:
+            for key in [k for k in self._of(session) if everything or k in self._read]:
                 del self._items[key]
             self._read.intersection_update(self._items)
 

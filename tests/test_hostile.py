@@ -450,6 +450,18 @@ def test_blob_store_serves_each_session_its_newest_drawing_and_clear_drops_only_
     store.put("a", "a3", "composite", None, b"4")  # a stroke after the Clear, not read yet...
     as_session("a", store.forget)  # ...when the Clear's event runs: it stays
     assert as_session("a", store.latest) == "a3"
+    # A stroke event the browser marks stale (sent before a Clear, arriving after it): every
+    # drawing of that session goes, no other session's.
+    import app
+
+    class Pad:
+        blob_storage = store
+
+        def latest(self):
+            raise AssertionError("a stale stroke must not read the drawing")
+
+    assert as_session("a", app.stroke, None, Pad(), None, True) == (app.gr.skip(),) * 12
+    assert as_session("a", store.latest) is None and as_session("b", store.latest) == "b1"
 
 
 def test_a_picture_drawn_again_replaces_its_file_and_never_rewrites_it_in_place(tmp_path, monkeypatch):
