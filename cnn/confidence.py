@@ -152,15 +152,14 @@ def fit(digits: list[tuple[torch.Tensor, torch.Tensor]], outlier_logits: torch.T
     most validation non-digits at its threshold."""
     t = fit_temperature(torch.cat([l for l, _ in digits]), torch.cat([y for _, y in digits]))
 
-    def threshold(name: str) -> float:
-        return min(threshold_for(score(name, logits, t), answered) for logits, _ in digits)
-
+    threshold = {name: min(threshold_for(score(name, logits, t), answered) for logits, _ in digits)
+                 for name in SCORES}
     some = outlier_logits is not None and len(outlier_logits) > 0
-    refused = {name: float((score(name, outlier_logits, t) < threshold(name)).double().mean()) if some
+    refused = {name: float((score(name, outlier_logits, t) < threshold[name]).double().mean()) if some
                else float("nan") for name in SCORES}
     # without non-digits to compare on, the calibrated top probability (Hendrycks & Gimpel 2017)
     name = max(SCORES, key=lambda n: (refused[n], n == "msp")) if some else "msp"
-    return Rule(t, name, threshold(name)), refused
+    return Rule(t, name, threshold[name]), refused
 
 
 def ece(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
