@@ -31,13 +31,12 @@ from gradio.components.label import LabelConfidence, LabelData
 import numpy as np
 import torch
 
-from torchvision.transforms.functional import to_tensor
 
 from cnn import confidence, explain, inspector, link, render, serving, weights
 from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
-from cnn.preprocess import prepare
+from cnn.preprocess import network_input, prepare
 from cnn.sketch import ARM_BRUSH_JS, BRUSH_RADIUS, CANVAS, CLEARED_JS, STALE_JS, refusal, sketchpad  # noqa: F401 (re-exported for bench/ and tests/)
 
 HERE = Path(__file__).resolve().parent
@@ -270,7 +269,7 @@ def open_link(model: CNN, request: gr.Request) -> tuple:
     try:
         image = link.decode(params[link.PARAM])
         selection = link.decode_cell(params.get(link.CELL_PARAM))
-        features = extract(model, to_tensor(image)[None])  # the page's one forward pass
+        features = extract(model, network_input(image))  # the page's one forward pass
         if selection is not None:
             inspector.check(features, *selection)
     except InputError as e:
@@ -309,7 +308,7 @@ def select_cell(model: CNN, layer: str, image, evt: gr.SelectData) -> tuple:
     cell = render.cell_at(layer, *evt.index) if evt.index else None
     if image is None or cell is None:  # nothing drawn yet, or a click between tiles
         return (gr.skip(),) * 5 + ((explain.NO_DRAWING if image is None else gr.skip()), gr.skip())
-    features = extract(model, to_tensor(image)[None])
+    features = extract(model, network_input(image))
     selection = (layer, *cell)
     _, panel, field = inspected(model, features, image, selection)
     page = render.page(features, image, selection)

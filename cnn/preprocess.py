@@ -261,7 +261,14 @@ def _prepare_image(image: Image.Image) -> Prepared | None:
     if box is None:
         return None
     field = _centre(_fit(_thicken(_tight(_crop(bands, box, k, background)))))
-    return Prepared(torch.from_numpy(field).float().div_(255).view(1, 1, FIELD, FIELD), field)
+    return Prepared(network_input(field), field)
+
+
+def network_input(field: np.ndarray) -> torch.Tensor:
+    """A (28, 28) uint8 picture -> the (1, 1, 28, 28) float tensor in [0, 1] the network reads
+    (``ToTensor``'s scaling). Every tensor the page runs is made here: a drawing's, a link's and
+    the session's picture re-read for a click, so the picture shown and the input never differ."""
+    return torch.from_numpy(np.array(field, dtype=np.float32)).div_(255).view(1, 1, FIELD, FIELD)
 
 
 def _view(bands: list[Image.Image]) -> tuple[np.ndarray, int]:

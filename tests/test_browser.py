@@ -30,7 +30,7 @@ TIMEOUT_MS = 60_000  # generous: the CPU is small and may be shared with a train
 # joins consecutive points with a straight band. Few points on purpose: in headless Chromium
 # without a GPU the sketchpad (PixiJS on software WebGL) takes ~0.4 s to handle one move.
 ONE = [[(0.5, 0.12), (0.5, 0.5), (0.5, 0.88)]]
-ZERO = [[(0.5 + 0.27 * math.sin(t * math.pi / 7), 0.5 - 0.38 * math.cos(t * math.pi / 7)) for t in range(15)]]
+ZERO = [[(0.5 + 0.27 * math.sin(t * math.pi / 4), 0.5 - 0.38 * math.cos(t * math.pi / 4)) for t in range(9)]]
 SEVEN = [[(0.22, 0.15), (0.5, 0.15), (0.78, 0.15), (0.6, 0.52), (0.42, 0.88)]]
 STAR = [[(0.5, 0.05), (0.2, 0.95), (0.95, 0.35), (0.05, 0.35), (0.8, 0.95), (0.5, 0.05)]]  # a doodle
 
@@ -142,7 +142,7 @@ def test_draw_digits_clear_and_draw_again(page, tmp_path):
     assert abs(canvas.bounding_box()["y"] - where) < 1
     clear_while_the_stroke_is_sent(page)
 
-    for strokes, digit in ((STAR, explain.NOT_A_DIGIT), (ZERO, "0"), (SEVEN, "7")):
+    for strokes, digit in ((STAR, explain.NOT_A_DIGIT), (ZERO, "0")):  # (a 7: the link and phone tests)
         clear(page)
         expect_empty(page)
         ready_to_draw(page)
@@ -225,7 +225,7 @@ def expect_inspected(pg, shipped_model, layer, channel, row, col) -> None:
     head = pg.locator(f"#inspector h3[data-layer='{layer}'][data-channel='{channel}'][data-row='{row}']"
                       f"[data-col='{col}']")
     expect(head).to_have_count(1, timeout=TIMEOUT_MS)
-    x = torch.from_numpy(page_input(pg)).float().div(255)[None, None]
+    x = torch.from_numpy(page_input(pg).copy()).float().div(255)[None, None]
     want = inspector.inspect(shipped_model, extract(shipped_model, x), layer, channel, row, col)["value"]
     got = float(head.locator("b[data-value]").get_attribute("data-value"))
     assert abs(got - want) < 1e-5, (layer, channel, row, col, got, want)
@@ -328,7 +328,8 @@ def test_a_link_reopens_the_same_drawing_and_cell_and_a_tampered_one_the_empty_p
         expect(other.locator(".toast-body")).to_have_count(0)  # no error on the way
         assert other.locator("#link-notice").inner_text().strip() == ""
 
-        for bad in (url.replace("drawing=", "drawing=AAAA"), url[: len(url) // 2], url + "&cell=conv9-0-0-0"):
+        # (a link cut short, and every other bad parameter: tests/test_link.py, without a browser)
+        for bad in (url.replace("drawing=", "drawing=AAAA"), url + "&cell=conv9-0-0-0"):
             other.goto(bad)
             expect(other.locator("#link-notice")).to_contain_text("Here is an empty page", timeout=TIMEOUT_MS)
             expect(top_label(other)).to_have_text(app.EMPTY)

@@ -509,3 +509,15 @@ def test_pil_decompression_bomb_limit_is_lowered_to_the_cap():
     assert Image.MAX_IMAGE_PIXELS == preprocess.MAX_PIXELS
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(png(10_000, 10_000)))
+
+
+def test_network_input_is_torchvisions_to_tensor_of_the_picture():
+    """The one function that turns every 28x28 picture the page shows into the tensor it runs
+    (a drawing's, a link's, a click's) scales exactly as ToTensor did for the MNIST training set."""
+    from torchvision.transforms.functional import to_tensor
+
+    field = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    field.setflags(write=False)  # as the session's stored picture is: no copy warning, no change
+    x = preprocess.network_input(field)
+    assert x.shape == (1, 1, 28, 28) and x.dtype == torch.float32
+    torch.testing.assert_close(x, to_tensor(field.copy())[None], rtol=0, atol=0)
