@@ -6,8 +6,8 @@ top label must name the digit and every feature-map picture must have loaded at 
 Clear must bring back the empty state, and drawing must work again after it.
 
 Chromium: /usr/bin/chromium (Debian's), or the executable named by $CHROMIUM. `.ci/run`
-installs it; this test never skips. A full-page screenshot is written to pytest's tmp dir,
-and also to $SCREENSHOT if set (the README's picture: SCREENSHOT=bench/screenshot.png).
+installs it; this test never skips. A full-page screenshot is written to pytest's tmp dir (the
+README's pictures come from bench/screenshot.py, which draws with the helpers below).
 """
 from __future__ import annotations
 
@@ -154,10 +154,7 @@ def test_draw_digits_clear_and_draw_again(page, tmp_path):
             expect(page.locator("#answer")).to_contain_text(explain.NOT_A_DIGIT_REASON)
         assert abs(canvas.bounding_box()["y"] - where) < 1, digit
 
-    shot = tmp_path / "screenshot.png"
-    page.screenshot(path=str(shot), full_page=True)
-    if os.environ.get("SCREENSHOT"):
-        shutil.copyfile(shot, os.environ["SCREENSHOT"])
+    page.screenshot(path=str(tmp_path / "screenshot.png"), full_page=True)
 
 
 def clear_while_the_stroke_is_sent(page) -> None:
