@@ -236,13 +236,13 @@ def show(model: CNN, features, image: np.ndarray, selection: tuple | None = None
 
 
 def stroke(model: CNN, sketch, selection: tuple | None, stale: bool = False) -> tuple:
-    """The page's per-stroke event: ``update`` for the drawing the pad has just sent (as blobs,
-    read from ``sketch.latest()``). Nothing new received (a repeat): the page stays as it is.
-    ``stale``: the visitor pressed Clear after this stroke (``STALE_JS``), so its drawing is gone
-    from the canvas: the page stays empty and the drawing is dropped."""
+    """The page's event for a stroke and for Clear: ``update`` for the drawing the pad has just
+    sent (as blobs, read from ``sketch.latest()``); nothing new received (a repeat): the page
+    stays as it is. ``stale``: the pad has been cleared since its last stroke (``STALE_JS``): the
+    empty page, and the session's drawings that were read dropped."""
     if stale:
-        sketch.blob_storage.forget(everything=True)
-        return (gr.skip(),) * 12
+        sketch.blob_storage.forget()
+        return update(None, None)
     value = sketch.latest()
     return (gr.skip(),) * 12 if value is None else update(model, value, selection)
 
@@ -284,12 +284,6 @@ def example(model: CNN, clicked) -> tuple:
     if not isinstance(index, int) or not 0 <= index < len(EXAMPLES):
         return (gr.skip(),) * 13
     return update(model, str(EXAMPLES[index])) + (None,)
-
-
-def cleared(sketch) -> tuple:
-    """Clear: the empty page, and the session's drawings dropped from the pad's store."""
-    sketch.blob_storage.forget()
-    return update(None, None)
 
 
 def inspected(model: CNN, features, image, selection: tuple | None):
@@ -423,19 +417,20 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         drawing, selection = gr.State(None), gr.State(None)
         outputs = [label, net_input, conv1_before, conv1_after, conv2_before, conv2_after, answer, field,
                    panel, why, why_text, drawing]
-        # Live: after every stroke and on Clear (the pad's `change`). The pad sends its images with
-        # `accept_blobs` first; the event reads them from there (`stroke`) rather than taking the
-        # pad as an input, which would make the front end upload them six more times (see
-        # `Sketchpad.latest`). always_last: strokes that arrive while one is being processed
-        # collapse into the latest.
-        # A stroke's event can reach the server after a Clear pressed while the pad was still
-        # sending it: the browser tells the event so (`stale`, see cnn/sketch.py STALE_JS).
+        # Live: after every stroke and on Clear. The pad sends its images with `accept_blobs`
+        # first; the event reads them from there (`stroke`) rather than taking the pad as an
+        # input, which would make the front end upload them six more times (see
+        # `Sketchpad.latest`). The browser marks a Clear (CLEARED_JS, run first) and every event
+        # carries the mark (`stale`, STALE_JS): the event of a stroke that was still being sent
+        # when Clear was pressed then knows the pad is empty. One event for both, always_last:
+        # the browser never runs two at once, so a Clear's empty page is never overtaken by the
+        # answer to a stroke that was already on its way (strokes and Clears that arrive while
+        # one is being processed collapse into the latest).
         stale = gr.Checkbox(visible=False, label="stale")
-        sketch.change(partial(stroke, model, sketch), [selection, stale], outputs, js=STALE_JS,
-                      api_visibility="private", trigger_mode="always_last", show_progress="hidden",
-                      concurrency_id="cnn")
-        sketch.clear(partial(cleared, sketch), None, outputs, js=CLEARED_JS, api_visibility="private",
-                     show_progress="hidden", concurrency_id="cnn")
+        sketch.clear(None, js=CLEARED_JS)
+        gr.on([sketch.change, sketch.clear], partial(stroke, model, sketch), [selection, stale], outputs,
+              js=STALE_JS, api_visibility="private", trigger_mode="always_last", show_progress="hidden",
+              concurrency_id="cnn")
         # An example: Gradio puts it on the canvas; the page is computed from its file.
         examples.dataset.click(partial(example, model), examples.dataset, [*outputs, selection],
                                api_visibility="private", show_progress="hidden", concurrency_id="cnn")

@@ -68,8 +68,8 @@ ARM_BRUSH_JS = """
 # pad has turned the canvas into PNGs, which can take a second on a slow device. Clear in that
 # moment and the stroke's event arrives after the Clear's: the server alone cannot tell it from a
 # stroke drawn after the Clear. The browser can: the Clear sets a flag that only the next press
-# inside the pad resets, and each stroke event sends the flag with it ("stale": the pad has been
-# cleared since, so the event must not bring the old drawing back).
+# inside the pad resets, and each page event sends the flag with it ("stale": the pad has been
+# cleared since its last stroke, so the event shows the empty page, never the old drawing).
 CLEARED_JS = "() => { window.cnnCleared = true; }"
 STALE_JS = "(selection, stale) => [selection, window.cnnCleared === true]"
 
@@ -153,14 +153,14 @@ class BlobStore:
         mine = self._of(session)
         return mine[-1] if mine else None
 
-    def forget(self, everything: bool = False) -> None:
+    def forget(self) -> None:
         """The visitor cleared the canvas: drop the current session's drawings that an event has
-        already read. One not read yet stays: it may have been sent after the Clear (the store
-        cannot tell; the stroke's event can: ``STALE_JS``). ``everything``: a stroke event that
-        knows the pad was cleared after it drops them all."""
+        already read. One not read yet stays (it expires): it may be a stroke's sent after the
+        Clear's event left the browser. A stroke sent just before the Clear is never shown: its
+        event knows the pad was cleared (``STALE_JS``)."""
         session = serving.current_session() or ""
         with self._lock:
-            for key in [k for k in self._of(session) if everything or k in self._read]:
+            for key in [k for k in self._of(session) if k in self._read]:
                 del self._items[key]
             self._read.intersection_update(self._items)
 

@@ -450,17 +450,19 @@ def test_blob_store_serves_each_session_its_newest_drawing_and_clear_drops_only_
     store.put("a", "a3", "composite", None, b"4")  # a stroke after the Clear, not read yet...
     as_session("a", store.forget)  # ...when the Clear's event runs: it stays
     assert as_session("a", store.latest) == "a3"
-    # A stroke event the browser marks stale (sent before a Clear, arriving after it): every
-    # drawing of that session goes, no other session's.
+    # The page's event when the browser says the pad was cleared since its last stroke (the
+    # Clear itself, or a stroke sent before it and arriving after): the empty page, whatever the
+    # store holds, and what was read goes.
     import app
 
     class Pad:
         blob_storage = store
 
         def latest(self):
-            raise AssertionError("a stale stroke must not read the drawing")
+            raise AssertionError("a stale event must not read the drawing")
 
-    assert as_session("a", app.stroke, None, Pad(), None, True) == (app.gr.skip(),) * 12
+    as_session("a", store.pop, "a3")
+    assert as_session("a", app.stroke, None, Pad(), ("conv1", 0, 0, 0), True) == app.update(None, None)
     assert as_session("a", store.latest) is None and as_session("b", store.latest) == "b1"
 
 
