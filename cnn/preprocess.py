@@ -64,6 +64,14 @@ Image.init()  # registers every plugin PIL has, so the list below can be checked
 IMAGE_FORMATS = tuple(f for f in ("PNG", "JPEG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "JPEG2000", "AVIF")
                       if f in Image.OPEN)  # JPEG covers MPO (multi-picture) files too
 FORMAT_NAMES = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+# And for the whole process: PIL's EPS reader (EPS and PostScript; PDF PIL only writes) is taken
+# out of PIL's registry, so no ``Image.open`` anywhere (Gradio's decoding of an event's image
+# input included) can hand a visitor's file to Ghostscript.
+EXECUTES_CODE = ("EPS",)
+for _format in EXECUTES_CODE:
+    Image.OPEN.pop(_format, None)
+    if _format in Image.ID:
+        Image.ID.remove(_format)
 
 _NATIVE_MODES = {"L", "LA", "RGB", "RGBA"}  # what the pipeline reads; every other mode is converted
 

@@ -8,8 +8,10 @@
                  Gradio sees only complete, capped bodies: an upload missing its closing boundary,
                  dropped mid-way or trickling is answered here (400/408/413) before Gradio opens a
                  temp file, so none is left behind.
-  state routes   polling an unknown session or event, joining with an unknown ``fn_index``, or a
-                 call whose body lacks its inputs: a 4xx with one log line, never a traceback.
+  state routes   polling an unknown session or event, joining with an unknown ``fn_index``, with
+                 one the browser runs itself (a js step: Gradio would decode its inputs and then
+                 fail), a click without its position, or a call whose body lacks its inputs: a 4xx
+                 with one log line, never a traceback.
   closed routes  ``/monitoring`` (off in ``launch_options`` too) and every direct
                  ``/gradio_api/run|api/<event>`` route: all events go through the queue
                  (``protect`` queues every event, so the page itself never needs them).
@@ -22,7 +24,8 @@
   blobs          the page's Sketchpad sends its images as blobs (``accept_blobs``): see
                  ``cnn/sketch.py``, which uses ``current_session`` to tie each blob to its session.
   formats        ``IMAGE_FORMATS``: formats whose decoders run no code (no EPS/PS/PDF, which PIL
-                 hands to Ghostscript); checked by ``cnn/preprocess.py`` and ``cnn/sketch.py``.
+                 hands to Ghostscript); checked by ``cnn/preprocess.py`` and ``cnn/sketch.py``, and
+                 PIL's EPS reader is unregistered for the whole process (``preprocess``).
 
 Times are module constants read from the environment (``CNN_CACHE_TTL``, ``CNN_UPLOAD_TEMP_TTL``,
 ``CNN_SWEEP_EVERY``, ``CNN_BODY_TIMEOUT``, ``CNN_BLOB_TTL``) so tests need not wait minutes.
@@ -311,6 +314,13 @@ class Guard:
                 return None  # Gradio answers malformed JSON with its own 422
             if fn_index is not None and fn_index not in self.demo.fns:
                 return _json(422, f"fn_index {str(fn_index)[:20]!r} is not an event of this app.")
+            step = self.demo.fns.get(fn_index)
+            if step is not None and step.fn is None:  # a step the browser runs (js): nothing to run here,
+                # and Gradio would still decode its inputs first
+                return _json(422, f"fn_index {fn_index} runs in the browser only; it has nothing to run here.")
+            if step is not None and any(event == "select" for _, event in step.targets) and not _has_index(body):
+                return _json(422, f"fn_index {fn_index} is a click on a picture: send the clicked position "
+                                  '("event_data": {"index": [x, y], ...}).')
         return None
 
     async def _read_body(self, scope, receive, path: str):
@@ -344,6 +354,12 @@ class Guard:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _has_index(body: bytes) -> bool:
+    """Whether a queue join carries what a click event needs: ``event_data`` with an ``index``."""
+    event_data = json.loads(body).get("event_data")
+    return isinstance(event_data, dict) and "index" in event_data
 
 
 def _replay(body: bytes, receive):

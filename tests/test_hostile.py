@@ -265,7 +265,30 @@ def test_eps_is_refused_and_ghostscript_never_starts(server, tmp_path):
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1 and "not an image in a format that can be read" in proc.stdout, proc
     assert not marker.exists() and not server.gs_marker.exists(), "Ghostscript was started"
+    # every event of the page, the browser-only steps included, offered the EPS as every input
+    eps = upload(server, "seven.eps", EPS_7)
+    for event in every_event(server):
+        joined(server, event["id"], [eps] * len(event["inputs"]), {"index": [0, 0], "value": None})
+    assert not server.gs_marker.exists(), "Ghostscript was started"
     still_reads_a_7(server)
+
+
+def every_event(server) -> list[dict]:
+    return server.http.get("/config").json()["dependencies"]
+
+
+def joined(server, fn_index: int, data: list, event_data=None) -> int:
+    """Join the queue with ``fn_index`` and, if it got in, read its session's stream to the end
+    (so whatever the event does has been done). The join's status."""
+    session = f"probe{fn_index}"
+    r = server.http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
+                                                         "session_hash": session, "event_data": event_data})
+    if r.status_code == 200:
+        with server.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if "close_stream" in line or "process_completed" in line:
+                    break
+    return r.status_code
 
 
 def test_the_eps_would_start_ghostscript_if_pil_were_asked_to_read_it(tmp_path, monkeypatch):
@@ -277,8 +300,25 @@ def test_the_eps_would_start_ghostscript_if_pil_were_asked_to_read_it(tmp_path, 
     monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # found again on the new PATH
     monkeypatch.setattr(EpsImagePlugin, "gs_windows_binary", None)
     with pytest.raises(Exception):
-        Image.open(io.BytesIO(EPS_7)).load()
+        EpsImagePlugin.EpsImageFile(io.BytesIO(EPS_7)).load()  # PIL's reader, as Image.open would pick it
     assert marker.exists()
+
+
+def test_no_image_open_in_the_app_can_pick_the_eps_reader(tmp_path, monkeypatch):
+    """Defence in depth for every decoding path we do not call ourselves (Gradio decoding an event's
+    image input): once cnn.preprocess is loaded, PIL does not know EPS at all."""
+    from PIL import EpsImagePlugin, UnidentifiedImageError
+
+    from cnn import preprocess
+
+    marker = fake_gs(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
+    assert "EPS" in preprocess.EXECUTES_CODE
+    Image.init()  # registering again is a no-op once done: the reader stays out
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(EPS_7)).load()
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------- 3: layers
@@ -354,6 +394,12 @@ def test_unknown_sessions_events_and_functions_get_a_4xx_and_one_log_line(server
         server.http.post("/gradio_api/queue/join", json={"data": [None], "fn_index": 999, "session_hash": "s"}),
         server.http.post("/gradio_api/queue/join", json={"data": [None], "fn_index": "abc", "session_hash": "s"}),
     ]
+    events = every_event(server)
+    browser_only = [e["id"] for e in events if not e["backend_fn"]]
+    clicks = [e["id"] for e in events if any(t[1] == "select" for t in e["targets"])]
+    assert browser_only and clicks, "the page has browser-only steps and picture clicks: both must be probed"
+    probes += [server.http.post("/gradio_api/queue/join", json={"data": [None] * 8, "fn_index": i, "session_hash": "s"})
+               for i in browser_only + clicks]  # a click without its position
     assert [400 <= r.status_code < 500 for r in probes] == [True] * len(probes), [(r.status_code, r.text)
                                                                                   for r in probes]
     assert all(r.json()["detail"] for r in probes)
