@@ -262,11 +262,14 @@ def make_link(image, selection) -> str:
 def open_link(model: CNN, request: gr.Request) -> tuple:
     """Page load: a link's drawing (``?drawing=...&cell=...``) onto the canvas, with the answer,
     the maps and the inspected cell; no link: nothing changes; a bad link: the empty page and
-    one short notice. Everything comes from the link itself; the server keeps nothing."""
+    one short notice (a blank drawing, or a cell named without a drawing, included). Everything
+    comes from the link itself; the server keeps nothing."""
     params = request.query_params if request is not None else {}
-    if link.PARAM not in params:
+    if link.PARAM not in params and link.CELL_PARAM not in params:
         return (gr.skip(),) * 15
     try:
+        if link.PARAM not in params:
+            raise link.LinkError("The link names a cell but carries no drawing.")
         image = link.decode(params[link.PARAM])
         selection = link.decode_cell(params.get(link.CELL_PARAM))
         features = extract(model, network_input(image))  # the page's one forward pass
@@ -277,13 +280,13 @@ def open_link(model: CNN, request: gr.Request) -> tuple:
     return show(model, features, image, selection) + (link.canvas(image, CANVAS), selection, "")
 
 
-def example(model: CNN, clicked) -> tuple:
-    """A click on one of the MNIST examples (``clicked``: Gradio's (index, sample)): the page
-    for that file, nothing inspected yet."""
-    index = clicked[0] if isinstance(clicked, (list, tuple)) and clicked else None
+def example(model: CNN, index) -> tuple:
+    """A click on the ``index``-th MNIST example: the page for that file, nothing inspected yet,
+    and the digit to put on the canvas (by the browser, as a link's drawing is)."""
     if not isinstance(index, int) or not 0 <= index < len(EXAMPLES):
-        return (gr.skip(),) * 13
-    return update(model, str(EXAMPLES[index])) + (None,)
+        return (gr.skip(),) * 14
+    page = update(model, str(EXAMPLES[index]))
+    return page + (None, link.canvas(page[-1], CANVAS))
 
 
 def inspected(model: CNN, features, image, selection: tuple | None):
@@ -372,13 +375,12 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
                     share_link = gr.Textbox(show_label=False, placeholder="a link that reopens this drawing",
                                             interactive=False, elem_id="share-link", scale=3, max_lines=1,
                                             buttons=["copy"])
-                examples = gr.Examples(
-                    examples=[[str(p)] for p in EXAMPLES],
-                    inputs=[sketch],
-                    label="Or load a real MNIST test digit",
-                    examples_per_page=len(EXAMPLES),
-                    cache_examples=False,
-                )
+                # Not gr.Examples: its own event would write the file into the pad, after which the
+                # pad re-uploads its images on every later event of the tab (~90 uploads a click).
+                examples = gr.Dataset(components=[gr.Image(visible=False, type="filepath")],
+                                      samples=[[str(p)] for p in EXAMPLES], type="index",
+                                      label="Or load a real MNIST test digit", samples_per_page=len(EXAMPLES),
+                                      elem_id="examples")
             with gr.Column(scale=2, min_width=200):
                 net_input = picture("② What the network receives: 28×28", 270,
                                     placeholder="Draw a digit", elem_id="network-input")
@@ -420,20 +422,25 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         # Live: after every stroke and on Clear. The pad sends its images with `accept_blobs`
         # first; the event reads them from there (`stroke`) rather than taking the pad as an
         # input, which would make the front end upload them six more times (see
-        # `Sketchpad.latest`). The browser marks a Clear (CLEARED_JS, run first) and every event
-        # carries the mark (`stale`, STALE_JS): the event of a stroke that was still being sent
-        # when Clear was pressed then knows the pad is empty. One event for both, always_last:
-        # the browser never runs two at once, so a Clear's empty page is never overtaken by the
-        # answer to a stroke that was already on its way (strokes and Clears that arrive while
-        # one is being processed collapse into the latest).
+        # `Sketchpad.latest`). The browser marks a Clear (CLEARED_JS) and every event carries the
+        # mark (`stale`, STALE_JS): the event of a stroke that was still being sent when Clear
+        # was pressed then knows the pad is empty. One event for both, always_last: the browser
+        # never runs two at once, so a Clear's empty page is never overtaken by the answer to a
+        # stroke that was already on its way (strokes and Clears that arrive while one is being
+        # processed collapse into the latest). The Clear reaches it through a hidden counter that
+        # CLEARED_JS bumps, not as the pad's own `clear`: the front end asks each trigger of an
+        # event for its value, and a pad asked twice for one stroke uploads its images again.
         stale = gr.Checkbox(visible=False, label="stale")
-        sketch.clear(None, js=CLEARED_JS)
-        gr.on([sketch.change, sketch.clear], partial(stroke, model, sketch), [selection, stale], outputs,
+        clears = gr.Number(0, visible="hidden", label="clears")
+        sketch.clear(None, None, clears, js=CLEARED_JS)
+        gr.on([sketch.change, clears.change], partial(stroke, model, sketch), [selection, stale], outputs,
               js=STALE_JS, api_visibility="private", trigger_mode="always_last", show_progress="hidden",
               concurrency_id="cnn")
-        # An example: Gradio puts it on the canvas; the page is computed from its file.
-        examples.dataset.click(partial(example, model), examples.dataset, [*outputs, selection],
-                               api_visibility="private", show_progress="hidden", concurrency_id="cnn")
+        # An example: the page is computed from its file, then the browser puts the digit on the
+        # canvas (CANVAS_JS, as for a link below).
+        linked = serving.Picture(visible=False, type="pil", format="png")
+        examples.click(partial(example, model), examples, [*outputs, selection, linked], api_visibility="private",
+                       show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
         # The page's undocumented /update endpoint: what a stroke computes, for a sketch value.
         gr.on(triggers=[], fn=partial(update, model), inputs=[sketch, selection], outputs=outputs, api_name="update",
               api_visibility="undocumented", concurrency_id="cnn")
@@ -463,7 +470,6 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         # Opening a link: the page from the link's drawing, then the drawing onto the canvas by a
         # browser-side step (a server event with the pad as an output would make the pad upload
         # its images on every later event's status update, see `stroke`).
-        linked = serving.Picture(visible=False, type="pil", format="png")
         demo.load(_with_request(open_link, model), None, [*outputs, linked, selection, notice], api_visibility="private",
                   show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
         demo.load(None, js=ARM_BRUSH_JS)

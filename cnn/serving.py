@@ -61,6 +61,7 @@ def _seconds(name: str, default: float) -> float:
 KIB = 1024
 MULTIPART_SLACK = 64 * KIB  # multipart headers and boundaries around an upload's file bytes
 MAX_JSON_BODY = 64 * KIB  # a queue/join for a sketch is < 1 kB; deep or huge JSON is refused unread
+MAX_PAGE_QUERY = 4 * KIB  # the page's longest link query is ~1.2 kB (cnn/link.py); see Guard._too_long_link
 BODY_TIMEOUT = _seconds("CNN_BODY_TIMEOUT", 20.0)  # the whole body must arrive within this
 CACHE_TTL = _seconds("CNN_CACHE_TTL", 180.0)  # a visitor's file (upload, picture) lives this long
 UPLOAD_TEMP_TTL = _seconds("CNN_UPLOAD_TEMP_TTL", 60.0)  # an orphaned upload temp file, at most
@@ -247,6 +248,8 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
+        if method in ("GET", "HEAD") and path == "/" and len(scope.get("query_string", b"")) > MAX_PAGE_QUERY:
+            return await self._too_long_link(send)
         refused = self._closed(path, method) or self._unknown(path, scope)
         if refused:
             return await self._answer(send, *refused, scope)
@@ -275,6 +278,18 @@ class Guard:
                 return None
             await self._answer(send, *_json(400, f"The request could not be processed ({type(e).__name__}); "
                                                 "send the inputs this endpoint takes."), scope)
+
+    @staticmethod
+    async def _too_long_link(send) -> None:
+        """The page's address with a query far longer than any link of this page (Gradio would
+        answer ~64k characters with a bare JSON 400): a redirect to the page with a ``drawing``
+        just over ``link.MAX_CHARS``, which the page refuses with its usual notice."""
+        from .link import MAX_CHARS, PARAM
+
+        location = f"?{PARAM}={'A' * (MAX_CHARS + 1)}".encode()  # relative: keeps a proxy's path prefix
+        await send({"type": "http.response.start", "status": 303,
+                    "headers": [(b"location", location), (b"content-length", b"0"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": b""})
 
     # -- what is refused
     @staticmethod

@@ -19,9 +19,10 @@ import torch
 from PIL import Image, ImageDraw
 
 import app
-from cnn import inspector, render
+from cnn import confidence, inspector, render
 from cnn.features import extract
 from cnn.preprocess import prepare
+from test_render import bar_numbers, printed
 
 EXAMPLES = app.EXAMPLES
 
@@ -210,11 +211,18 @@ def test_the_page_runs_the_model_once_per_update(served):
     assert (served.calls.model_calls, served.calls.conv1_calls) == (1, 1)
 
 
-def test_served_label_is_the_models_answer(served):
-    probabilities = served.features.probabilities.tolist()
+def test_served_label_is_the_models_answer(served, shipped_model):
+    probabilities = confidence.answer(shipped_model, served.features.logits).probabilities  # calibrated
     confidences = {c["label"]: c["confidence"] for c in served.label["confidences"]}
     assert served.label["label"] == str(int(np.argmax(probabilities))) == "7"
     np.testing.assert_allclose([confidences[str(d)] for d in range(10)], probabilities, rtol=0, atol=1e-6)
+
+
+def table(result: dict) -> list[float]:
+    """A served label's ten confidences, in digit order."""
+    confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
+    assert sorted(confidences) == [str(d) for d in range(10)]
+    return [confidences[str(d)] for d in range(10)]
 
 
 def test_served_network_input_is_the_prepared_tensor(served):
@@ -279,9 +287,15 @@ def test_served_maps_are_the_models_activations_on_the_layers_one_scale(served, 
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_served_colour_bars_show_the_layers_real_maximum(served, layer):
-    """Both pictures of a layer end with the same colour bar, 0 to the layer's largest activation."""
+    """Both pictures of a layer end with the same colour bar, 0 to the layer's largest activation:
+    the numbers at its ends, read from the pixels, are "0" and that maximum to 3 significant digits."""
     hi = float(getattr(served.features, layer).before.max())
+    assert 1e-2 <= hi < 1e4  # written without an exponent
     before, after = (rgb(served.pictures[i]) for i in PICTURE[layer])
+    for picture in (before, after):
+        left, right = bar_numbers(picture[-render.LEGEND_H:])
+        np.testing.assert_array_equal(left, printed("0"))
+        np.testing.assert_array_equal(right, printed(f"{hi:.3g}"), err_msg=f"{layer}: the bar's top is not {hi:.3g}")
     width = before.shape[1]
     np.testing.assert_array_equal(before[-render.LEGEND_H:], legend_rgb(width, 0.0, hi, key=True))
     np.testing.assert_array_equal(after[-render.LEGEND_H:], legend_rgb(width, 0.0, hi, key=False))
@@ -358,12 +372,7 @@ def test_page_predict_and_cli_give_the_same_answer(client, shipped_model, tmp_pa
     finally:
         torch.set_num_threads(threads)  # the CLI sets 1 for its own process
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-    def table(result):
-        confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
-        return [confidences[str(d)] for d in range(10)]
-
-    expected = extract(shipped_model, prepare(str(path)).tensor).probabilities.tolist()
+    expected = confidence.answer(shipped_model, extract(shipped_model, prepare(str(path)).tensor).logits).probabilities
     assert page["label"] == api["label"] == str(line["digit"]) == str(int(np.argmax(expected)))
     np.testing.assert_allclose(table(page), table(api), rtol=0, atol=1e-9)
     np.testing.assert_allclose(table(page), line["probabilities"], rtol=0, atol=2e-6)

@@ -216,10 +216,16 @@ def clear_while_the_stroke_is_sent(page, monkeypatch) -> None:
 def test_an_example_loads_with_one_click(page):
     clear(page)
     expect_empty(page)
+    uploads = []  # the pad must not start re-sending its images as files (it did: ~90 a click)
+    page.on("request", lambda r: uploads.append(r.url) if "/gradio_api/upload" in r.url else None)
     path = next(p for p in app.EXAMPLES if p.stem.endswith("_4"))
     page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
     expect_digit(page, "4")
     ready_to_draw(page)  # and the brush is ready to add to it
+    with page.expect_request(lambda r: "/queue/join" in r.url):
+        draw(page, [[(0.1, 0.9), (0.2, 0.9)]])  # a dot in a corner: still a 4, read from the canvas
+    expect_digit(page, "4")
+    assert uploads == [], uploads
 
 
 # ---------------------------------------------------------------- the inspector: click or tap a cell

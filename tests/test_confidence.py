@@ -187,7 +187,29 @@ def test_missing_fonts_are_a_clear_error(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------- through the page
 
-def test_the_page_labels_a_drawn_non_digit_not_a_digit_and_keeps_the_ten_confidences(served_app, tmp_path):
+def calibrated_and_raw(model, path) -> tuple[np.ndarray, np.ndarray]:
+    """The ten probabilities for the picture at ``path``: the model's rule's (softmax(logits / T),
+    the card's temperature) and the raw softmax of the logits, on a drawing where they differ."""
+    with torch.inference_mode():
+        logits = model(prepare(str(path)).tensor)[0]
+    calibrated = np.array(confidence.answer(model, logits).probabilities)
+    raw = logits.double().softmax(-1).numpy()
+    assert np.abs(calibrated - raw).max() > 1e-3  # so showing the raw softmax cannot pass below
+    return calibrated, raw
+
+
+def check_calibrated(result: dict, calibrated: np.ndarray, raw: np.ndarray) -> None:
+    confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
+    assert sorted(confidences) == [str(d) for d in range(10)] and math.isclose(sum(confidences.values()), 1, rel_tol=1e-5)
+    shown = np.array([confidences[str(d)] for d in range(10)])
+    np.testing.assert_allclose(shown, calibrated, rtol=0, atol=1e-6)
+    assert np.abs(shown - raw).max() > 1e-3  # not the uncalibrated softmax
+
+
+def test_the_page_labels_a_drawn_non_digit_not_a_digit_and_keeps_the_ten_calibrated_confidences(served_app, shipped_model,
+                                                                                                tmp_path):
+    """A doodle and the example 3 (answered at 98 %), where the card's temperature moves the ten
+    probabilities by more than 1e-3: /predict and the page (/update) show the calibrated ones."""
     from gradio_client import Client, handle_file
 
     import app
@@ -196,26 +218,30 @@ def test_the_page_labels_a_drawn_non_digit_not_a_digit_and_keeps_the_ten_confide
     value = outliers.sketch(outliers.HELD_OUT, "doodles", outliers.HELD_OUT_SEED, 0)
     path = tmp_path / "doodle.png"
     Image.fromarray(value["composite"]).save(path)
+    three = next(p for p in app.EXAMPLES if p.stem.endswith("_3"))
+    doodle_p, three_p = calibrated_and_raw(shipped_model, path), calibrated_and_raw(shipped_model, three)
     client = Client(served_app, verbose=False)
     result = client.predict({"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))},
                             api_name="/predict")
     assert result["label"] == explain.NOT_A_DIGIT
-    confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
-    assert sorted(confidences) == [str(d) for d in range(10)] and math.isclose(sum(confidences.values()), 1, rel_tol=1e-5)
-    digit = client.predict({"background": handle_file(str(app.EXAMPLES[0])), "layers": [],
-                            "composite": handle_file(str(app.EXAMPLES[0]))}, api_name="/predict")
-    assert digit["label"] == "7"
+    check_calibrated(result, *doodle_p)
+    digit = client.predict({"background": handle_file(str(three)), "layers": [],
+                            "composite": handle_file(str(three))}, api_name="/predict")
+    assert digit["label"] == "3"
+    check_calibrated(digit, *three_p)
     # the page itself: the same label, every map still drawn, and one sentence saying why
     page = client.predict({"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))},
                           api_name="/update")
-    assert page[0]["label"] == explain.NOT_A_DIGIT and len(page[0]["confidences"]) == 10
+    assert page[0]["label"] == explain.NOT_A_DIGIT
+    check_calibrated(page[0], *doodle_p)
     assert all(picture is not None for picture in page[1:6])  # network input, conv1/conv2 before and after pooling
     line, = [o for o in page if isinstance(o, str) and "class='answer'" in o]
     assert explain.NOT_A_DIGIT in line and explain.NOT_A_DIGIT_REASON in line and "data-digit=''" in line
     assert page[10].startswith(f"<p><b>{explain.NOT_A_DIGIT}</b> Every digit scores low")  # the evidence words
-    seven = client.predict({"background": handle_file(str(app.EXAMPLES[0])), "layers": [],
-                            "composite": handle_file(str(app.EXAMPLES[0]))}, api_name="/update")
-    assert seven[0]["label"] == "7" and explain.NOT_A_DIGIT not in seven[6] + seven[10]  # a digit: as before
+    page = client.predict({"background": handle_file(str(three)), "layers": [],
+                           "composite": handle_file(str(three))}, api_name="/update")
+    assert page[0]["label"] == "3" and explain.NOT_A_DIGIT not in page[6] + page[10]  # a digit: as before
+    check_calibrated(page[0], *three_p)
 
 
 # ---------------------------------------------------------------- training (train.py)

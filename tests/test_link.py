@@ -1,5 +1,6 @@
-"""A link to one drawing: the URL parameter round trip, its size, and every bad parameter
-refused with a sentence, in bounded time and memory."""
+"""A link to one drawing: the URL parameter round trip (exact: the same network input, so the
+same answer), its size, and every bad parameter refused with a sentence, in bounded time and
+memory."""
 from __future__ import annotations
 
 import base64
@@ -14,16 +15,26 @@ import pytest
 import torch
 
 import app
-from cnn import link
+from cnn import confidence, data, link
 from cnn.features import extract
-from cnn.preprocess import prepare
+from cnn.preprocess import network_input, prepare
 from test_app import drawn_seven
 
-TOLERANCE = 9  # 16 grey levels: half a step (8) plus rounding, out of 255
+# A realistic address in front of the query: a 100-character Space URL, and the longest cell.
+HOST = "https://" + "a" * 82 + ".hf.space/"  # 100 characters
+LONGEST_CELL = "conv1-15-27-27"
+NOISE = np.random.default_rng(11).integers(0, 256, (28, 28), dtype=np.uint8)  # the worst case
+ONE_PIXEL = np.zeros((28, 28), np.uint8)
+ONE_PIXEL[27, 0] = 7  # the smallest drawing, in a corner
+
+
+def url(text: str) -> str:
+    return f"{HOST}?{link.PARAM}={text}&{link.CELL_PARAM}={LONGEST_CELL}"
 
 
 def drawings() -> list[tuple[str, np.ndarray]]:
-    """The ten example digits and drawn sketches, as the network inputs the page computed."""
+    """The ten example digits and drawn sketches, as the network inputs the page computed, and
+    28x28 random noise (every pixel non-zero: nothing to crop, nothing to compress)."""
     out = [(p.stem, prepare(str(p)).image) for p in app.EXAMPLES]
     _, _, composite = drawn_seven()
     out.append(("drawn_7", prepare(np.asarray(composite)).image))
@@ -34,25 +45,49 @@ def drawings() -> list[tuple[str, np.ndarray]]:
     import latency
 
     out += [(f"drawn_{d}", prepare(latency.sketch(s, 400)).image) for d, s in latency.DIGITS.items()]
+    out += [("noise", NOISE), ("noise_no_zero", np.maximum(NOISE, 1)), ("one_pixel", ONE_PIXEL)]
     return out
 
 
+def answer(model, image: np.ndarray) -> tuple[int, bool]:
+    """The page's answer for a 28x28 input: the digit and the "not a digit" flag (cnn/confidence.py)."""
+    a = confidence.answer(model, extract(model, network_input(image)).logits)
+    return a.digit, a.not_a_digit
+
+
 @pytest.mark.parametrize("name, image", drawings(), ids=lambda v: v if isinstance(v, str) else "")
-def test_round_trip_gives_the_same_input_and_the_same_answer(shipped_model, name, image):
+def test_round_trip_gives_exactly_the_same_input_and_the_same_answer(shipped_model, name, image):
     text = link.encode(image)
     back = link.decode(text)
     assert back.shape == (28, 28) and back.dtype == np.uint8
-    assert np.abs(back.astype(int) - image).max() <= TOLERANCE
-    url = f"https://abcdefghijklmnop-7860.hf.space/?{link.PARAM}={text}&{link.CELL_PARAM}=pool2-31-6-6"
-    assert len(url) <= 2000 and len(text) <= link.MAX_CHARS
+    assert np.array_equal(back, image)  # lossless: every pixel, all 256 grey levels
+    assert answer(shipped_model, back) == answer(shipped_model, image)
+    assert len(text) <= link.MAX_CHARS and len(url(text)) <= 2000
+    if not name.startswith(("noise", "one")):
+        # The canvas the link puts on the page, read again by the page's preprocessing: same digit.
+        redrawn = prepare(np.asarray(link.canvas(back, app.CANVAS)))
+        assert answer(shipped_model, redrawn.image)[0] == answer(shipped_model, image)[0]
 
-    def answer(a):
-        return int(extract(shipped_model, torch.from_numpy(a).float().div(255)[None, None]).probabilities.argmax())
 
-    assert answer(back) == answer(image)
-    # The canvas the link puts on the page, read again by the page's preprocessing: same answer.
-    redrawn = prepare(np.asarray(link.canvas(back, app.CANVAS)))
-    assert answer(redrawn.image) == answer(image)
+def test_the_worst_case_noise_fits_the_limit_and_the_url():
+    """Random noise can neither be cropped nor compressed: the longest ``drawing`` there is."""
+    text = link.encode(NOISE)
+    assert 1000 < len(text) <= link.MAX_CHARS < 1200
+    assert len(url(text)) <= 2000
+    assert len(url("A" * link.MAX_CHARS)) <= 2000  # even the longest parameter decode will read
+
+
+def test_every_mnist_test_digit_round_trips_exactly_with_the_same_answer(shipped_model):
+    """All 10,000: the same input, so the same digit and the same "not a digit" flag."""
+    images = data.load(train=False).images.numpy()
+    texts = [link.encode(a) for a in images]
+    back = np.stack([link.decode(t) for t in texts])
+    assert max(map(len, texts)) <= link.MAX_CHARS
+    assert np.array_equal(back, images)
+    rule = confidence.rule_of(shipped_model)
+    with torch.no_grad():
+        before, after = (shipped_model(torch.from_numpy(x).float().div(255)[:, None]) for x in (images, back))
+    assert torch.equal(before.argmax(1), after.argmax(1)) and torch.equal(rule.is_digit(before), rule.is_digit(after))
 
 
 def test_the_page_opens_a_link_with_its_drawing_cell_and_canvas(shipped_model):
@@ -78,6 +113,12 @@ def good() -> str:
     return link.encode(prepare(str(app.EXAMPLES[0])).image)
 
 
+def made(raw: bytes, level: int = 6) -> str:
+    """A hand-made ``drawing``: ``raw`` zlib-compressed and base64url-encoded, as ``encode`` does."""
+    return base64.urlsafe_b64encode(zlib.compress(raw, level)).decode().rstrip("=")
+
+
+V = bytes([link.VERSION])
 BAD = {
     "empty": "",
     "truncated": good()[:-9],
@@ -86,14 +127,22 @@ BAD = {
     "not base64url": good()[:30] + "+/=" + good()[33:],
     "html": "<script>alert(1)</script>",
     "random bytes": base64.urlsafe_b64encode(os.urandom(300)).decode().rstrip("="),
-    "wrong size": base64.urlsafe_b64encode(zlib.compress(bytes([1]) + bytes(100))).decode().rstrip("="),
-    "extra data": base64.urlsafe_b64encode(zlib.compress(bytes([1]) + bytes(392)) + b"xx").decode().rstrip("="),
-    "other version": base64.urlsafe_b64encode(zlib.compress(bytes([9]) + bytes(392))).decode().rstrip("="),
-    # 1 GB of zeros compresses to ~1 MB, too long for a link; 100 MB is ~100 kB: still refused unread,
-    # and a bomb that fits the length limit expands to at most one byte past a real drawing.
-    "bomb (long)": base64.urlsafe_b64encode(zlib.compress(bytes(100_000_000), 9)).decode().rstrip("="),
-    "bomb (fits)": base64.urlsafe_b64encode(zlib.compress(bytes([1]) + bytes(1_000_000), 9)).decode().rstrip("="),
+    "too few pixels": made(V + bytes([0, 0, 28, 28]) + b"\xff" * 100),
+    "too many pixels": made(V + bytes([0, 0, 2, 2]) + b"\xff" * 5),
+    "no box": made(V + bytes([0, 0])),
+    "box outside": made(V + bytes([20, 0, 9, 1]) + b"\xff" * 9),
+    "box not tight": made(V + bytes([0, 0, 2, 2]) + b"\xff\x00\x00\x00"),
+    "blank (empty box)": made(V + bytes([0, 0, 0, 0])),
+    "blank (zeros)": made(V + bytes([0, 0, 28, 28]) + bytes(784)),
+    "extra data": base64.urlsafe_b64encode(zlib.compress(V + bytes([0, 0, 1, 1, 9])) + b"xx").decode().rstrip("="),
+    "other version": made(bytes([9, 0, 0, 1, 1, 9])),
+    "16-level link (version 1)": made(bytes([1]) + bytes(200) + b"\x77" * 192),
+    # 100 MB of zeros compresses to ~100 kB, far too long for a link: refused unread. A bomb that
+    # fits the length limit (~0.8 MB of zeros) expands to at most one byte past the largest drawing.
+    "bomb (long)": made(bytes(100_000_000), 9),
+    "bomb (fits)": made(V + bytes([0, 0, 28, 28]) + bytes(800_000), 9),
 }
+assert len(BAD["bomb (fits)"]) <= link.MAX_CHARS  # a bomb decode does read
 
 
 @pytest.mark.parametrize("name", list(BAD))
@@ -107,6 +156,10 @@ def test_a_bad_drawing_parameter_is_refused_with_a_sentence_quickly(name):
     assert message.endswith(".") and "Traceback" not in message and len(message) < 120
     if "long" in name:
         assert "too long" in message  # refused by its length, before any decoding
+    if "blank" in name:
+        assert message == "The link's drawing is blank."
+    if "version" in name:
+        assert "another version" in message
 
 
 def test_a_bomb_that_fits_the_limit_never_expands_past_a_drawing(monkeypatch):
@@ -129,7 +182,7 @@ def test_a_bomb_that_fits_the_limit_never_expands_past_a_drawing(monkeypatch):
     monkeypatch.setattr(link.zlib, "decompressobj", Counting)
     with pytest.raises(link.LinkError):
         link.decode(BAD["bomb (fits)"])
-    assert sizes and max(sizes) <= link.PAYLOAD + 1
+    assert sizes and max(sizes) <= link.MAX_PAYLOAD + 1
 
 
 @pytest.mark.parametrize("cell", ["conv9-0-0-0", "pool2-1-2", "pool2-1-2-3-4", "x" * 500, "conv1-100-0-0"])
@@ -138,12 +191,22 @@ def test_a_bad_cell_parameter_is_refused(cell):
         link.decode_cell(cell)
 
 
-@pytest.mark.parametrize("query", [{link.PARAM: BAD["tampered"]}, {link.PARAM: good(), link.CELL_PARAM: "pool2-40-0-0"},
-                                   {link.PARAM: good(), link.CELL_PARAM: "junk"}, {link.PARAM: ""}])
-def test_a_bad_link_opens_the_empty_page_with_one_notice(shipped_model, query):
+@pytest.mark.parametrize("query, says", [
+    ({link.PARAM: BAD["tampered"]}, "cut short or altered"),
+    ({link.PARAM: good(), link.CELL_PARAM: "pool2-40-0-0"}, "pool2"),
+    ({link.PARAM: good(), link.CELL_PARAM: "junk"}, "cell"),
+    ({link.PARAM: ""}, "carries no drawing"),
+    ({link.PARAM: link.encode(np.zeros((28, 28), np.uint8))}, "The link's drawing is blank."),
+    ({link.PARAM: BAD["blank (zeros)"], link.CELL_PARAM: "conv1-0-0-0"}, "The link's drawing is blank."),
+    ({link.CELL_PARAM: "conv1-0-0-0"}, "The link names a cell but carries no drawing."),
+    ({link.PARAM: "A" * (link.MAX_CHARS + 1)}, "too long"),
+], ids=["tampered", "cell out of range", "bad cell", "empty", "blank", "blank with cell", "cell, no drawing",
+        "too long"])
+def test_a_bad_link_opens_the_empty_page_with_one_notice(shipped_model, query, says):
     out = app.open_link(shipped_model, type("Request", (), {"query_params": query}))
     assert len(out) == 15 and out[:14] == (gr.skip(),) * 14  # nothing drawn, nothing inspected
     assert "Here is an empty page to draw on." in out[14] and "Traceback" not in out[14]
+    assert says in out[14] and out[14].count("<p>") == 1
 
 
 def test_decoding_many_bad_links_keeps_memory_flat():
