@@ -126,6 +126,16 @@ LINK_JS = """
   return text;
 }
 """
+# After a click or tap on a map: bring the inspector's heading into view if it is not (on a phone
+# the inspector is a screen or more below the grids; on a desktop it is beside them).
+SHOW_INSPECTOR_JS = """
+() => {
+  const head = document.querySelector("#inspector h3");
+  if (!head) return;
+  const r = head.getBoundingClientRect();
+  if (r.top < 0 || r.bottom > window.innerHeight) head.scrollIntoView({ block: "start" });
+}
+"""
 CANVAS_JS = """
 (picture) => picture ? { background: picture, layers: [], composite: picture, id: null } : undefined
 """
@@ -448,7 +458,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         for name, grid in zip(inspector.LAYERS, grids):  # a click or tap on a map: inspect that cell
             grid.select(_on_select(model, name), drawing, [*grids, field, panel, selection],
                         api_visibility="private", show_progress="hidden", concurrency_id="cnn",
-                        trigger_mode="always_last")
+                        trigger_mode="always_last").then(None, js=SHOW_INSPECTOR_JS)
         # The public API: the same sketch value in, the ten probabilities out. No trigger on
         # the page (the page gets its label from `update`, so each stroke runs the model once).
         gr.on(triggers=[], fn=partial(predict, model), inputs=sketch, outputs=label,

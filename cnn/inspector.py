@@ -69,15 +69,23 @@ def layer_map(features: Features, layer: str) -> torch.Tensor:
 def check(features: Features, layer, channel, row, col) -> tuple[str, int, int, int]:
     """The cell as (layer, channel, row, col), or ``InputError`` with a sentence saying what is allowed."""
     if layer not in LAYERS:
-        raise InputError(f"Unknown layer {layer!r}: choose one of {', '.join(LAYERS)}.")
+        raise InputError(f"Unknown layer {_echo(layer)}: choose one of {', '.join(LAYERS)}.")
     shape = tuple(layer_map(features, layer).shape)
     for name, v, n in zip(("channel", "row", "col"), (channel, row, col), shape):
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < n:
             raise InputError(f"{layer} has {shape[0]} maps of {shape[1]}x{shape[2]}: {name} must be a whole "
-                             f"number from 0 to {n - 1}, not {v!r}.")
+                             f"number from 0 to {n - 1}, not {_echo(v)}.")
     return layer, int(channel), int(row), int(col)
+
+
+def _echo(value, limit: int = 24) -> str:
+    """What the caller sent, quoted in an error sentence, cut short: a sentence, not a mirror."""
+    if isinstance(value, int) and abs(value) >= 10 ** limit:  # (repr of a huge int is slow, or refused)
+        return f"a {value.bit_length()}-bit number"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _conv(model: CNN, features: Features, layer: str, channel: int, row: int, col: int) -> dict:
@@ -146,7 +154,7 @@ def evidence(model: CNN, features: Features, digit: int | None = None) -> dict:
         digit = int(digit)
     if not isinstance(digit, int) or isinstance(digit, bool) or not 0 <= digit < len(features.logits):
         raise InputError(f"digit must be a whole number from 0 to {len(features.logits) - 1} "
-                         f"(or empty for the answer), not {digit!r}.")
+                         f"(or empty for the answer), not {_echo(digit)}.")
     return {"digit": digit, "logit": float(features.logits[digit]), "bias": float(model.out.bias[digit]),
             "map": features_evidence(model, features, digit).tolist()}
 

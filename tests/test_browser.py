@@ -257,7 +257,7 @@ def cell_point(pg, elem_id: str, layer: str, channel: int, row: int, col: int) -
     return box["x"] + ox + (left + right) / 2 * s, box["y"] + oy + (top + bottom) / 2 * s
 
 
-def expect_inspected(pg, shipped_model, layer, channel, row, col) -> None:
+def expect_inspected(pg, shipped_model, layer, channel, row, col, clicked: bool = False) -> None:
     import torch
     from playwright.sync_api import expect
 
@@ -267,6 +267,8 @@ def expect_inspected(pg, shipped_model, layer, channel, row, col) -> None:
     head = pg.locator(f"#inspector h3[data-layer='{layer}'][data-channel='{channel}'][data-row='{row}']"
                       f"[data-col='{col}']")
     expect(head).to_have_count(1, timeout=TIMEOUT_MS)
+    if clicked:  # what was clicked is shown where the visitor is looking
+        expect(head).to_be_in_viewport()
     x = torch.from_numpy(page_input(pg).copy()).float().div(255)[None, None]
     want = inspector.inspect(shipped_model, extract(shipped_model, x), layer, channel, row, col)["value"]
     got = float(head.locator("b[data-value]").get_attribute("data-value"))
@@ -282,9 +284,13 @@ def test_clicking_a_cell_of_each_grid_inspects_that_cell(page, shipped_model):
     ready_to_draw(page)
     draw(page, SEVEN)
     expect_digit(page, "7")
-    for elem_id, layer, channel, row, col in CLICKS:
-        page.mouse.click(*cell_point(page, elem_id, layer, channel, row, col))
-        expect_inspected(page, shipped_model, layer, channel, row, col)
+    page.set_viewport_size({"width": 1280, "height": 800})  # a laptop: the inspector is taller than the window
+    try:
+        for elem_id, layer, channel, row, col in CLICKS:
+            page.mouse.click(*cell_point(page, elem_id, layer, channel, row, col))
+            expect_inspected(page, shipped_model, layer, channel, row, col, clicked=True)  # in view, any grid
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 1000})
     draw(page, [[(0.3, 0.5), (0.7, 0.5)]])  # a new stroke: the inspector follows the drawing, same cell
     from playwright.sync_api import expect
 
@@ -333,7 +339,7 @@ def test_on_a_phone_the_answer_stays_in_view_while_drawing_and_a_tap_inspects(br
         expect(top_label(pg)).to_have_text("7", timeout=TIMEOUT_MS)
         elem_id, layer, channel, row, col = CLICKS[-1]
         pg.touchscreen.tap(*cell_point(pg, elem_id, layer, channel, row, col))
-        expect_inspected(pg, shipped_model, layer, channel, row, col)
+        expect_inspected(pg, shipped_model, layer, channel, row, col, clicked=True)  # scrolled to it
     finally:
         ctx.close()
 

@@ -135,6 +135,16 @@ def test_a_cell_that_does_not_exist_is_refused_with_a_sentence(shipped_model, dr
         inspector.inspect(shipped_model, drawing[1], *args)
 
 
+@pytest.mark.parametrize("args", [("x" * 5000, 0, 0, 0), ("conv1", 1e300, 0, 0), ("conv1", 0, -10 ** 400, 0)])
+def test_a_refusal_quotes_what_was_sent_only_briefly(shipped_model, drawing, args):
+    with pytest.raises(InputError) as refused:
+        inspector.inspect(shipped_model, drawing[1], *args)
+    assert len(str(refused.value)) < 160, str(refused.value)
+    with pytest.raises(InputError) as refused:
+        inspector.evidence(shipped_model, drawing[1], args[1] if args[1] else "9" * 5000)
+    assert len(str(refused.value)) < 160, str(refused.value)
+
+
 @pytest.mark.parametrize("layer, shape, cell, cols", [
     ("conv1", (16, 28, 28), render.CONV1_CELL, render.CONV1_COLS),
     ("pool1", (16, 14, 14), 2 * render.CONV1_CELL, render.CONV1_COLS),

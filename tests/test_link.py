@@ -77,17 +77,14 @@ def test_the_worst_case_noise_fits_the_limit_and_the_url():
     assert len(url("A" * link.MAX_CHARS)) <= 2000  # even the longest parameter decode will read
 
 
-def test_every_mnist_test_digit_round_trips_exactly_with_the_same_answer(shipped_model):
-    """All 10,000: the same input, so the same digit and the same "not a digit" flag."""
+def test_every_mnist_test_digit_round_trips_exactly():
+    """All 10,000: exactly the same input back, so the network's answer cannot change (the answer
+    itself is checked on the examples and drawn sketches above)."""
     images = data.load(train=False).images.numpy()
     texts = [link.encode(a) for a in images]
     back = np.stack([link.decode(t) for t in texts])
     assert max(map(len, texts)) <= link.MAX_CHARS
     assert np.array_equal(back, images)
-    rule = confidence.rule_of(shipped_model)
-    with torch.no_grad():
-        before, after = (shipped_model(torch.from_numpy(x).float().div(255)[:, None]) for x in (images, back))
-    assert torch.equal(before.argmax(1), after.argmax(1)) and torch.equal(rule.is_digit(before), rule.is_digit(after))
 
 
 def test_the_page_opens_a_link_with_its_drawing_cell_and_canvas(shipped_model):
