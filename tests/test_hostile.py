@@ -252,18 +252,26 @@ def test_incomplete_dropped_and_trickling_uploads_leave_nothing_behind(server):
 
 # ---------------------------------------------------------------- 2: EPS and friends
 
-def test_eps_is_refused_and_ghostscript_never_starts(server, tmp_path):
+def test_eps_is_refused_and_ghostscript_never_starts(server, tmp_path, monkeypatch):
     result = call(server, [sketch_of(upload(server, "seven.eps", EPS_7))])
     refused(result, "not an image in a format that can be read", "PNG, JPEG, WebP, GIF, BMP or TIFF")
     pdf = Image.new("RGB", (64, 64), "white")
     refused(call(server, [sketch_of(upload(server, "seven.pdf", png_bytes(pdf, "PDF")))]), "not an image")
-    # the command line, with the same fake gs first on its PATH
+    # the command line (its main, in this process), with a fake gs first on the PATH
+    import contextlib
+
+    from PIL import EpsImagePlugin
+
+    import cnn.__main__ as cli
+
     marker = fake_gs(tmp_path / "bin")
     (tmp_path / "seven.eps").write_bytes(EPS_7)
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([sys.executable, "-m", "cnn", "predict", str(tmp_path / "seven.eps")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 1 and "not an image in a format that can be read" in proc.stdout, proc
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # looked up again on that PATH if ever asked
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = cli.main(["predict", str(tmp_path / "seven.eps")])
+    assert status == 1 and "not an image in a format that can be read" in out.getvalue(), out.getvalue()
     assert not marker.exists() and not server.gs_marker.exists(), "Ghostscript was started"
     # every event of the page, the browser-only steps included, offered the EPS as every input
     eps = upload(server, "seven.eps", EPS_7)
