@@ -324,16 +324,19 @@ class Guard:
                 return _json(400, "The upload is incomplete: the multipart body has no closing boundary.")
         if path.rstrip("/") == "/gradio_api/queue/join" and self.demo is not None:
             try:
-                fn_index = json.loads(body).get("fn_index")
+                join = json.loads(body)
+                fn_index = join.get("fn_index")
             except (ValueError, AttributeError):
                 return None  # Gradio answers malformed JSON with its own 422
-            if fn_index is not None and fn_index not in self.demo.fns:
+            if fn_index is None:
+                return None
+            step = self.demo.fns.get(fn_index) if isinstance(fn_index, (int, str)) else None
+            if step is None:
                 return _json(422, f"fn_index {str(fn_index)[:20]!r} is not an event of this app.")
-            step = self.demo.fns.get(fn_index)
-            if step is not None and step.fn is None:  # a step the browser runs (js): nothing to run here,
+            if step.fn is None:  # a step the browser runs (js): nothing to run here,
                 # and Gradio would still decode its inputs first
                 return _json(422, f"fn_index {fn_index} runs in the browser only; it has nothing to run here.")
-            if step is not None and any(event == "select" for _, event in step.targets) and not _has_index(body):
+            if any(event == "select" for _, event in step.targets) and not _has_index(join.get("event_data")):
                 return _json(422, f"fn_index {fn_index} is a click on a picture: send the clicked position "
                                   '("event_data": {"index": [x, y], ...}).')
         return None
@@ -371,9 +374,8 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
 
-def _has_index(body: bytes) -> bool:
-    """Whether a queue join carries what a click event needs: ``event_data`` with an ``index``."""
-    event_data = json.loads(body).get("event_data")
+def _has_index(event_data) -> bool:
+    """Whether a queue join's ``event_data`` carries what a click event needs: an ``index``."""
     return isinstance(event_data, dict) and "index" in event_data
 
 

@@ -401,6 +401,7 @@ def test_unknown_sessions_events_and_functions_get_a_4xx_and_one_log_line(server
         server.http.post("/gradio_api/call/v2/predict", json={}),
         server.http.post("/gradio_api/queue/join", json={"data": [None], "fn_index": 999, "session_hash": "s"}),
         server.http.post("/gradio_api/queue/join", json={"data": [None], "fn_index": "abc", "session_hash": "s"}),
+        server.http.post("/gradio_api/queue/join", json={"data": [None], "fn_index": [1], "session_hash": "s"}),
     ]
     events = every_event(server)
     browser_only = [e["id"] for e in events if not e["backend_fn"]]
