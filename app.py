@@ -373,7 +373,8 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
                         buttons=["fullscreen"], elem_classes=["crisp", "clickable"] if clickable else ["crisp"],
                         **kw)
 
-    with gr.Blocks(title="Draw a digit: inside an MNIST CNN", delete_cache=serving.DELETE_CACHE) as demo:
+    # No delete_cache: cnn/serving.py's sweep is the one owner of the cache, files and records together.
+    with gr.Blocks(title="Draw a digit: inside an MNIST CNN") as demo:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=340):

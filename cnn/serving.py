@@ -67,14 +67,74 @@ CACHE_TTL = _seconds("CNN_CACHE_TTL", 180.0)  # a visitor's file (upload, pictur
 UPLOAD_TEMP_TTL = _seconds("CNN_UPLOAD_TEMP_TTL", 60.0)  # an orphaned upload temp file, at most
 SWEEP_EVERY = _seconds("CNN_SWEEP_EVERY", 10.0)  # how often the cache is swept
 BLOB_TTL = _seconds("CNN_BLOB_TTL", 60.0)  # a sketch blob no event used is dropped after this
-DELETE_CACHE = (max(1, int(SWEEP_EVERY)), max(1, int(CACHE_TTL)))  # gr.Blocks(delete_cache=...): Gradio's own records too
-MAX_CONNECTIONS = 256  # open connections + in-flight requests beyond which uvicorn answers 503
+HEADER_TIMEOUT = _seconds("CNN_HEADER_TIMEOUT", 10.0)  # a connection must send a whole request head within this
+MAX_CONNECTIONS = 4096  # open connections + in-flight requests beyond which uvicorn answers 503 (open tabs hold one each)
+MAX_CONNECTIONS_PER_ADDRESS = 64  # open connections from one client address (a trusted proxy's are not counted)
+MAX_EVENTS_PER_SESSION = int(_seconds("CNN_MAX_EVENTS_PER_SESSION", 3))  # queued + running events of one session
+MAX_EVENTS_PER_ADDRESS = int(_seconds("CNN_MAX_EVENTS_PER_ADDRESS", 8))  # ... of every session of one address
+MAX_STREAMS_PER_SESSION = 2  # open queue/data streams of one session (the page holds one)
+REQUEST_RATE = (_seconds("CNN_REQUEST_RATE", 40.0), 200.0)  # per address: tokens a second, burst (see ROUTES' costs)
+NEW_SESSION_RATE = (1.0, 60.0)  # per address: new sessions a second, burst
+UPLOAD_RATE = (16 * 1024 * KIB / CACHE_TTL, 16 * 1024 * KIB)  # per address: upload bytes a second, burst
+MAX_FILES_PER_UPLOAD = 3  # a sketch's background, layer and composite
+MAX_CACHE_BYTES = 256 * 1024 * KIB  # everything in the private cache together; uploads beyond: 503
+MAX_CACHE_FILES = 5_000  # ... and files in it (the sweep's cost grows with them)
 
 from .preprocess import FORMAT_NAMES, IMAGE_FORMATS  # noqa: E402,F401 - the allow-list, re-exported
 
 UPLOAD_ROUTES = ("/gradio_api/upload", "/gradio_api/component_server")
 DIRECT_ROUTES = re.compile(r"^/gradio_api/(run|api)/")
-CLOSED_ROUTES = re.compile(r"^/monitoring(/|$)")
+READ = ("GET", "HEAD")
+
+
+def routes(api_names) -> list[tuple[tuple[str, ...], re.Pattern, str, float]]:
+    """What is served: (methods, path pattern, kind, cost in ``REQUEST_RATE`` tokens), for the
+    routes the page (traced in Chromium: load, strokes, examples, clicks, links, Clear) and
+    ``gradio_client`` (``/predict``, ``/inspect``, ``/evidence``, uploads) use. Every other route
+    Gradio has or adds next (upload progress, deep links, recordings, dev reload, custom
+    components, MCP, ...) is a 404 here, and every other method a 405 (no CORS preflight: the page
+    is same-origin). ``api_names``: the events a caller may name in ``/gradio_api/call/<name>``."""
+    apis = "|".join(re.escape(n) for n in api_names) or "(?!)"
+    table = [
+        (READ, r"/", "page", 10),
+        (("GET",), r"/config/?", "config", 10),
+        (("GET",), r"/gradio_api/info/?", "config", 10),
+        (READ, r"/theme\.css", "asset", 1),
+        (READ, r"/favicon\.ico", "asset", 0.2),
+        (READ, r"/(?:assets|static)/[^\x00]+", "asset", 0.2),
+        (READ, r"/gradio_api/file=[^\x00]+", "file", 1),
+        (("GET",), r"/gradio_api/startup-events/?", "small", 1),
+        (("GET",), r"/gradio_api/heartbeat/[A-Za-z0-9_-]{1,64}", "heartbeat", 1),
+        (("GET",), r"/gradio_api/queue/data", "data", 1),
+        (("POST",), r"/gradio_api/queue/join", "join", 1),
+        (("POST",), r"/gradio_api/upload", "upload", 1),
+        (("POST",), r"/gradio_api/component_server/?", "blob", 1),
+        (("POST",), rf"/gradio_api/call/(?:{apis})/?", "call", 1),
+        (("GET",), rf"/gradio_api/call/(?:{apis})/[^/]+/?", "result", 1),
+    ]
+    return [(methods, re.compile(pattern), kind, cost) for methods, pattern, kind, cost in table]
+
+
+class Rate:
+    """A token bucket per key (a client address): ``rate`` tokens a second, at most ``burst``."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 50_000):
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, n: float = 1.0) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            allowed = tokens >= n
+            self._buckets[key] = (tokens - n if allowed else tokens, now)
+            if len(self._buckets) > self.max_keys:  # forget the keys whose bucket is full again
+                full = [k for k, (t, at) in self._buckets.items() if t + (now - at) * self.rate >= self.burst]
+                for k in full:
+                    del self._buckets[k]
+        return allowed
 
 
 # ---------------------------------------------------------------- the private cache
@@ -107,50 +167,95 @@ def remove_cache() -> None:
     shutil.rmtree(CACHE, ignore_errors=True)
 
 
-def sweep(demo, now: float | None = None) -> int:
-    """Delete what has been in the cache too long; returns the bytes freed.
+class CacheUse:
+    """Bytes and files in the private cache: counted by each sweep, raised by each upload the
+    middleware lets through (``Guard``), so the caps hold between sweeps too."""
 
-    A file inside a hash-named folder (an upload moved into place, any picture an event wrote)
-    goes ``CACHE_TTL`` s after it was written, unless it is one of the page's own files (initial
-    values, examples: Gradio's ``keep_in_cache``); the folder goes when empty. A file directly in
-    the cache folder is an upload's temp file: gone ``UPLOAD_TEMP_TTL`` s after it was last written."""
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.bytes = self.files = 0
+
+    def set(self, size: int, files: int) -> None:
+        with self._lock:
+            self.bytes, self.files = size, files
+
+    def add(self, size: int, files: int) -> None:
+        with self._lock:
+            self.bytes += size
+            self.files += files
+
+    def full(self) -> bool:
+        return self.bytes >= MAX_CACHE_BYTES or self.files >= MAX_CACHE_FILES
+
+
+USAGE = CacheUse()
+
+
+def sweep(demo, now: float | None = None) -> int:
+    """Delete what has been in the cache too long, and Gradio's records of it; returns the bytes freed.
+
+    The one owner of the cache (Gradio's own ``delete_cache`` task is off): a file inside a
+    hash-named folder (an upload moved into place, any picture an event wrote) goes ``CACHE_TTL``
+    s after it was written, unless it is one of the page's own files (initial values, examples:
+    Gradio's ``keep_in_cache``); the folder goes once it is empty and has not changed for a few
+    seconds (an upload creates its folder just before it moves the file in). A file directly in
+    the cache folder is an upload's temp file: gone ``UPLOAD_TEMP_TTL`` s after it was last
+    written. Then every record Gradio keeps of a file that is gone (or of a folder) is dropped,
+    and ``USAGE`` is set to what is left."""
     now = time.time() if now is None else now
     keep = set()
     for block in demo.blocks.values():
         keep.update(getattr(block, "keep_in_cache", ()))
-    freed = 0
+    freed = size = files = 0
     for entry in list(_scandir(CACHE)):
         with contextlib.suppress(OSError):
             if entry.is_file(follow_symlinks=False):
-                if now - entry.stat().st_mtime > UPLOAD_TEMP_TTL:
-                    freed += entry.stat().st_size
+                stat = entry.stat()
+                if now - stat.st_mtime > UPLOAD_TEMP_TTL:
+                    freed += stat.st_size
                     os.unlink(entry.path)
+                else:
+                    size, files = size + stat.st_size, files + 1
             elif entry.is_dir(follow_symlinks=False):
-                freed += _sweep_folder(Path(entry.path), keep, now)
+                gone, left, count = _sweep_folder(Path(entry.path), keep, now)
+                freed, size, files = freed + gone, size + left, files + count
+    forget_records(demo)
+    USAGE.set(size, files)
     return freed
 
 
-def forget_folders(demo) -> None:
-    """Drop folders from Gradio's records of the files it created: an API caller may name a cache
-    folder as a file (refused by cnn/sketch.py, but recorded first), and Gradio's own clean-up
-    (``delete_cache``, and at shutdown) stops with a traceback at the first folder it meets."""
+def forget_records(demo) -> None:
+    """Drop from Gradio's records of the files it created every path that is no longer a file:
+    the ones the sweep deleted (Gradio would keep them for good), and folders an API caller
+    named as files (refused by cnn/sketch.py, but recorded first)."""
     for records in list(getattr(demo, "temp_file_sets", ())):
         for path in list(records):
-            if os.path.isdir(path):
+            if not os.path.isfile(path):
                 records.discard(path)
 
 
-def _sweep_folder(folder: Path, keep: set, now: float) -> int:
-    freed = 0
+def _sweep_folder(folder: Path, keep: set, now: float) -> tuple[int, int, int]:
+    """(bytes freed, bytes left, files left) in one hash-named folder."""
+    freed = left = count = 0
+    # An upload creates its folder just before it moves the file in: a folder that was new when
+    # this sweep began is left for the next one, even if it is empty now.
+    settled = False
+    with contextlib.suppress(OSError):
+        settled = now - folder.stat().st_mtime > 1.0
     for path in folder.rglob("*"):
         with contextlib.suppress(OSError):
-            if path.is_file() and str(path) not in keep and now - path.stat().st_mtime > CACHE_TTL:
-                freed += path.stat().st_size
+            if not path.is_file():
+                continue
+            stat = path.stat()
+            if str(path) not in keep and now - stat.st_mtime > CACHE_TTL:
+                freed += stat.st_size
                 path.unlink()
-    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:  # deepest first
+            else:
+                left, count = left + stat.st_size, count + 1
+    for path in sorted(folder.rglob("*"), reverse=True) + ([folder] if settled else []):  # deepest first
         with contextlib.suppress(OSError):
             path.rmdir()  # only empty folders go
-    return freed
+    return freed, left, count
 
 
 def _scandir(folder: Path):
@@ -167,7 +272,6 @@ def start_sweeper(demo) -> threading.Event:
     def run() -> None:
         while not stop.wait(SWEEP_EVERY):
             try:
-                forget_folders(demo)
                 sweep(demo)
             except Exception:  # noqa: BLE001 - the sweeper must outlive one bad file
                 log.exception("cache sweep failed")
@@ -243,14 +347,33 @@ class Guard:
         self.app = app
         self.demo = demo
         self.max_upload_body = max_upload_body
+        self.requests = Rate(*REQUEST_RATE)
+        self.new_sessions = Rate(*NEW_SESSION_RATE)
+        self.uploads = Rate(*UPLOAD_RATE)
+        self.streams: dict[str, int] = {}  # open queue/data streams per session
+        self._routes = None
+        # Requests that uvicorn saw come from a trusted proxy without a client named (the proxy
+        # itself, a share link's tunnel, the operator on the machine) share one address for many
+        # visitors: the per-address caps do not count them (the per-session ones still do).
+        self.trusted = {a.strip() for a in os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1").split(",")}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
-        if method in ("GET", "HEAD") and path == "/" and len(scope.get("query_string", b"")) > MAX_PAGE_QUERY:
+        if method in READ and path == "/" and len(scope.get("query_string", b"")) > MAX_PAGE_QUERY:
             return await self._too_long_link(send)
-        refused = self._closed(path, method) or self._unknown(path, scope)
+        route, refused = self._route(path, method)
+        if refused:
+            return await self._answer(send, *refused, scope)
+        kind, cost = route
+        if _address(scope) not in self.trusted and not self.requests.take(_address(scope), cost):
+            return await self._answer(send, *_json(429, "Too many requests from your address; wait a few "
+                                                        "seconds and try again."), scope)
+        # The page's root is built from the Host header (a proxy sets it); a client's own
+        # X-Forwarded-Host would be written into the page it is served.
+        scope = dict(scope, headers=[(k, v) for k, v in scope.get("headers", ()) if k.lower() != b"x-forwarded-host"])
+        refused = self._unknown(kind, scope)
         if refused:
             return await self._answer(send, *refused, scope)
         if method in ("POST", "PUT", "PATCH", "DELETE"):
@@ -259,9 +382,12 @@ class Guard:
                 return await self._answer(send, *refused, scope)
             if body is None:  # the client went away: nothing to answer
                 return None
-            refused = self._bad_body(path, body, scope)
+            refused = self._bad_body(kind, body, scope)
             if refused:
                 return await self._answer(send, *refused, scope)
+            if kind == "upload":
+                scope = dict(scope, query_string=b"")  # no upload_id: Gradio's progress registry is never emptied
+                USAGE.add(len(body), _files_in(body))
             receive = _replay(body, receive)
         started = False
 
@@ -270,14 +396,39 @@ class Guard:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        session = _query(scope).get("session_hash", "") if kind == "data" else None
+        if session is not None:
+            self.streams[session] = self.streams.get(session, 0) + 1
         try:
             await self.app(scope, receive, sending)
         except Exception as e:  # a malformed request that Gradio's handler trips over
             if started:
-                log.warning("%s %s: %s (after the response began)", method, path, type(e).__name__)
+                log.warning("%s %s: %s (after the response began)", method, ascii(path[:120]), type(e).__name__)
                 return None
             await self._answer(send, *_json(400, f"The request could not be processed ({type(e).__name__}); "
                                                 "send the inputs this endpoint takes."), scope)
+        finally:
+            if session is not None:
+                left = self.streams.pop(session, 1) - 1
+                if left > 0:
+                    self.streams[session] = left
+
+    def _route(self, path: str, method: str):
+        """((kind, cost), None) for a route of the allow-list, else (None, the refusal)."""
+        if self._routes is None:
+            fns = getattr(self.demo, "fns", {}).values()
+            self._routes = routes(sorted({fn.api_name for fn in fns if isinstance(fn.api_name, str)
+                                          and getattr(fn, "api_visibility", "public") != "private"}))
+        allowed = [(methods, kind, cost) for methods, pattern, kind, cost in self._routes if pattern.fullmatch(path)]
+        for methods, kind, cost in allowed:
+            if method in methods:
+                return (kind, cost), None
+        if allowed:
+            return None, _json(405, f"Method {method[:10]} is not allowed here.")
+        if DIRECT_ROUTES.match(path):
+            return None, _json(404, "This API endpoint does not accept direct HTTP POST requests. "
+                                    "Please join the queue to use this API.")
+        return None, _json(404, "Not Found")
 
     @staticmethod
     async def _too_long_link(send) -> None:
@@ -292,53 +443,113 @@ class Guard:
         await send({"type": "http.response.body", "body": b""})
 
     # -- what is refused
-    @staticmethod
-    def _closed(path: str, method: str):
-        if CLOSED_ROUTES.match(path):
-            return _json(404, "Not Found")
-        if DIRECT_ROUTES.match(path):
-            return _json(404, "This API endpoint does not accept direct HTTP POST requests. "
-                              "Please join the queue to use this API.")
-        return None
+    def _queue(self):
+        return getattr(self.demo, "_queue", None)
 
-    def _unknown(self, path: str, scope):
-        queue = getattr(self.demo, "_queue", None)
-        if queue is None or scope["method"] != "GET":
+    def _unknown(self, kind: str, scope):
+        queue = self._queue()
+        if queue is None:
             return None
-        if path == "/gradio_api/queue/data":
+        if kind == "data":
             session = _query(scope).get("session_hash", "")
             if session not in queue.pending_messages_per_session:
                 return _json(404, "Unknown session: join the queue first (POST /gradio_api/queue/join).")
-        elif m := re.match(r"^/gradio_api/call/(?:v2/)?[^/]+/([^/]+)/?$", path):
-            event_id = m.group(1)
+            if self.streams.get(session, 0) >= MAX_STREAMS_PER_SESSION:
+                return _json(429, f"This session already has {MAX_STREAMS_PER_SESSION} open streams; "
+                                  "read the one you have.")
+        elif kind == "result":
+            event_id = scope["path"].rstrip("/").rsplit("/", 1)[1]
             if event_id not in queue.event_ids_to_events and not any(
                     event_id in ids for ids in list(queue.pending_event_ids_session.values())):
                 return _json(404, "Unknown event id: POST /gradio_api/call/<api_name> first, then read its "
                                   "event_id once.")
         return None
 
-    def _bad_body(self, path: str, body: bytes, scope):
-        if path.rstrip("/") in UPLOAD_ROUTES:
+    def _bad_body(self, kind: str, body: bytes, scope):
+        if kind in ("upload", "blob"):
             boundary = _boundary(scope)
             if boundary is not None and not body.rstrip(b"\r\n").endswith(b"--" + boundary + b"--"):
                 return _json(400, "The upload is incomplete: the multipart body has no closing boundary.")
-        if path.rstrip("/") == "/gradio_api/queue/join" and self.demo is not None:
-            try:
-                join = json.loads(body)
-                fn_index = join.get("fn_index")
-            except (ValueError, AttributeError):
-                return None  # Gradio answers malformed JSON with its own 422
-            if fn_index is None:
-                return None
-            step = self.demo.fns.get(fn_index) if isinstance(fn_index, (int, str)) else None
-            if step is None:
-                return _json(422, f"fn_index {str(fn_index)[:20]!r} is not an event of this app.")
-            if step.fn is None:  # a step the browser runs (js): nothing to run here,
-                # and Gradio would still decode its inputs first
-                return _json(422, f"fn_index {fn_index} runs in the browser only; it has nothing to run here.")
-            if any(event == "select" for _, event in step.targets) and not _has_index(join.get("event_data")):
-                return _json(422, f"fn_index {fn_index} is a click on a picture: send the clicked position "
-                                  '("event_data": {"index": [x, y], ...}).')
+        if kind == "blob":
+            return self._bad_blob(body, scope)
+        if kind == "join" and self.demo is not None:
+            return self._bad_join(body, scope)
+        if kind == "call":
+            return self._over_cap(None, _address(scope))
+        if kind == "upload":
+            return self._bad_upload(body, scope)
+        return None
+
+    def _bad_upload(self, body: bytes, scope):
+        if _files_in(body) > MAX_FILES_PER_UPLOAD:
+            return _json(400, f"At most {MAX_FILES_PER_UPLOAD} files in one upload (a sketch's background, "
+                              "layer and composite).")
+        if USAGE.full():
+            return _json(503, "The server's upload space is full; try again in a few minutes.")
+        address = _address(scope)
+        if address not in self.trusted and not self.uploads.take(address, len(body)):
+            return _json(429, f"Too many uploads from your address (at most {UPLOAD_RATE[1] // (1024 * KIB):g} MB "
+                              f"every {CACHE_TTL:g} s); try again later.")
+        return None
+
+    def _bad_blob(self, body: bytes, scope):
+        """A sketch's image (``accept_blobs``), before Gradio creates any state for its session:
+        only the page's own pad and function, only for a session that has joined the queue."""
+        fields = _form_fields(body, _boundary(scope)) if _boundary(scope) else _json_fields(body)
+        sketch = _sketch_id(self.demo)
+        if fields.get("fn_name") != "accept_blobs" or sketch is None or fields.get("component_id") != str(sketch):
+            return _json(404, "Function not found: the only component function here is the sketch's "
+                              "accept_blobs.")
+        holder = getattr(getattr(self.demo, "server_app", None), "state_holder", None)
+        if holder is not None and fields.get("session_hash") not in holder:
+            return _json(404, "Unknown session: open the page (or join the queue) first.")
+        return None
+
+    def _bad_join(self, body: bytes, scope):
+        try:
+            join = json.loads(body)
+            fn_index = join.get("fn_index")
+        except (ValueError, AttributeError):
+            return None  # Gradio answers malformed JSON with its own 422
+        if fn_index is None:
+            return None
+        step = self.demo.fns.get(fn_index) if isinstance(fn_index, (int, str)) else None
+        if step is None:
+            return _json(422, f"fn_index {str(fn_index)[:20]!r} is not an event of this app.")
+        if step.fn is None:  # a step the browser runs (js): nothing to run here,
+            # and Gradio would still decode its inputs first
+            return _json(422, f"fn_index {fn_index} runs in the browser only; it has nothing to run here.")
+        if any(event == "select" for _, event in step.targets) and not _has_index(join.get("event_data")):
+            return _json(422, f"fn_index {fn_index} is a click on a picture: send the clicked position "
+                              '("event_data": {"index": [x, y], ...}: two finite numbers).')
+        session, address = join.get("session_hash"), _address(scope)
+        if not isinstance(session, str) or not session:
+            return None  # Gradio's own 400
+        refused = self._over_cap(session, address)
+        if refused:
+            return refused
+        holder = getattr(getattr(self.demo, "server_app", None), "state_holder", None)
+        queue = self._queue()
+        known = (holder is not None and session in holder) or (queue is not None and
+                                                              session in queue.pending_messages_per_session)
+        if not known and address not in self.trusted and not self.new_sessions.take(address):
+            return _json(429, "Too many new sessions from your address; wait a minute and reload the page.")
+        return None
+
+    def _over_cap(self, session: str | None, address: str):
+        """Fairness: no session or address may hold more than its share of the queue."""
+        queue = self._queue()
+        if queue is None:
+            return None
+        mine = ours = 0
+        for event in list(queue.event_ids_to_events.values()):
+            mine += event.session_hash == session
+            client = getattr(getattr(event, "request", None), "client", None)
+            ours += getattr(client, "host", None) == address
+        if session is not None and mine >= MAX_EVENTS_PER_SESSION:
+            return _json(429, f"This session already has {mine} requests waiting or running; wait for them.")
+        if ours >= MAX_EVENTS_PER_ADDRESS and address not in self.trusted:
+            return _json(429, f"Your address already has {ours} requests waiting or running; wait for them.")
         return None
 
     async def _read_body(self, scope, receive, path: str):
@@ -366,17 +577,65 @@ class Guard:
 
     @staticmethod
     async def _answer(send, status: int, body: bytes, scope) -> None:
-        log.warning("%s %s -> %d %s", scope["method"], scope["path"][:200], status,
+        # ascii(): a path's %0A or other control characters cannot forge log lines
+        log.warning("%s %s -> %d %s", ascii(scope["method"][:10]), ascii(scope["path"][:120]), status,
                     json.loads(body)["detail"][:120])
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        if status == 429:
+            headers.append((b"retry-after", b"2"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
+def _address(scope) -> str:
+    """The client's address (uvicorn has already taken it from X-Forwarded-For when the peer is a
+    trusted proxy: ``FORWARDED_ALLOW_IPS``, default 127.0.0.1)."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def _files_in(body: bytes) -> int:
+    """The file parts of a multipart body."""
+    return body.count(b'; filename="')
+
+
+def _sketch_id(demo):
+    from .sketch import Sketchpad
+
+    for block_id, block in getattr(demo, "blocks", {}).items():
+        if isinstance(block, Sketchpad):
+            return block_id
+    return None
+
+
+def _form_fields(body: bytes, boundary: bytes) -> dict[str, str]:
+    """The short text fields of a multipart body (the file parts are skipped)."""
+    fields = {}
+    for part in body.split(b"--" + boundary)[1:-1]:
+        head, _, value = part.partition(b"\r\n\r\n")
+        m = re.search(rb'name="([^"]{1,64})"', head)
+        if m and b"filename=" not in head and len(value) < 1024:
+            fields[m.group(1).decode("latin-1")] = value.removesuffix(b"\r\n").decode("utf-8", "replace")
+    return fields
+
+
+def _json_fields(body: bytes) -> dict[str, str]:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return {k: str(v) for k, v in value.items() if k != "data"} if isinstance(value, dict) else {}
+
+
 def _has_index(event_data) -> bool:
-    """Whether a queue join's ``event_data`` carries what a click event needs: an ``index``."""
-    return isinstance(event_data, dict) and "index" in event_data
+    """Whether a queue join's ``event_data`` carries what a click event needs: an ``index`` of two
+    finite numbers (anything else made Gradio's handler raise: a traceback and a bare error)."""
+    import math
+
+    index = event_data.get("index") if isinstance(event_data, dict) else None
+    return (isinstance(index, list) and len(index) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e6 for v in index))
 
 
 def _replay(body: bytes, receive):
@@ -437,7 +696,7 @@ def launch_options(demo, max_file_size: str | int) -> dict:
             yield
         finally:  # before Gradio's own shutdown clean-up, which runs next
             stop.set()
-            forget_folders(demo)
+            forget_records(demo)
 
     return dict(
         enable_monitoring=False,
@@ -447,12 +706,110 @@ def launch_options(demo, max_file_size: str | int) -> dict:
 
 
 def after_launch(demo) -> None:
-    """uvicorn settings Gradio does not expose: read by each new connection, so set once serving."""
+    """uvicorn settings Gradio does not expose: read by each new connection, so set once serving.
+    ``http_protocol_class`` is what uvicorn's server builds each connection's protocol from."""
     server = getattr(demo, "server", None)
     config = getattr(server, "config", None)
-    if config is not None:
-        config.limit_concurrency = MAX_CONNECTIONS  # beyond: 503 at once, no fd held
-        config.timeout_keep_alive = 5  # an idle keep-alive connection is closed after 5 s
+    if config is None:
+        return
+    _raise_file_limit(MAX_CONNECTIONS + 256)
+    config.limit_concurrency = MAX_CONNECTIONS  # beyond: 503 at once, no fd held
+    config.timeout_keep_alive = 5  # an idle keep-alive connection is closed after 5 s
+    same_origin_only(demo.server_app)
+    base = config.http_protocol_class
+    if not getattr(base, "guarded", False):
+        config.http_protocol_class = guarded_protocol(base, _trusted(config))
+
+
+def same_origin_only(app) -> None:
+    """Take Gradio's CORS middleware out of the app: it grants credentialed CORS to any localhost
+    origin (any origin at all once the host is not localhost). The page and its API are
+    same-origin; without the middleware no response grants another origin anything, and a
+    preflight (OPTIONS) meets the allow-list's 405."""
+    kept = [m for m in app.user_middleware if m.cls.__name__ != "CustomCORSMiddleware"]
+    if len(kept) != len(app.user_middleware):
+        app.user_middleware = kept
+        app.middleware_stack = None  # rebuilt by Starlette on the next request
+
+
+def _trusted(config) -> set[str]:
+    """The proxies uvicorn takes X-Forwarded-For from (its ``FORWARDED_ALLOW_IPS``): their
+    connections carry many visitors, so the per-address connection cap does not count them."""
+    allowed = config.forwarded_allow_ips
+    allowed = allowed.split(",") if isinstance(allowed, str) else list(allowed or ())
+    return {a.strip() for a in allowed if a.strip()}
+
+
+def _raise_file_limit(wanted: int) -> None:
+    """Each open tab holds a connection (its heartbeat): the soft file limit up to ``wanted``."""
+    import resource
+
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+OPEN_CONNECTIONS: dict[str, int] = {}  # client address -> open connections (event-loop thread only)
+
+
+def guarded_protocol(base, trusted: set[str]):
+    """uvicorn's HTTP protocol class ``base``, with what uvicorn lacks for a public link:
+
+    - a **request-head deadline**: a connection that has not sent a complete request head
+      ``HEADER_TIMEOUT`` s after it opened (or after the first bytes of a later request on a
+      kept-alive connection) is closed. uvicorn closes only idle kept-alive connections; one that
+      sends nothing, or half a head, stayed open for good.
+    - a **per-address connection cap**: beyond ``MAX_CONNECTIONS_PER_ADDRESS`` open connections from
+      one address, a new one is closed at once (not counted for ``trusted`` proxies, whose
+      connections carry many visitors).
+    Requests in progress (a heartbeat, a queue stream) are never cut: only waiting for a head is."""
+
+    class Guarded(base):
+        guarded = True
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._cnn_host = (self.client or ("",))[0]
+            self._cnn_deadline = None
+            OPEN_CONNECTIONS[self._cnn_host] = OPEN_CONNECTIONS.get(self._cnn_host, 0) + 1
+            if OPEN_CONNECTIONS[self._cnn_host] > MAX_CONNECTIONS_PER_ADDRESS and self._cnn_host not in trusted:
+                transport.close()
+                return
+            self._cnn_arm()
+
+        def connection_lost(self, exc) -> None:
+            left = OPEN_CONNECTIONS.get(self._cnn_host, 1) - 1
+            if left > 0:
+                OPEN_CONNECTIONS[self._cnn_host] = left
+            else:
+                OPEN_CONNECTIONS.pop(self._cnn_host, None)
+            if self._cnn_deadline is not None:
+                self._cnn_deadline.cancel()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._waiting_for_head():
+                if self._cnn_deadline is None:
+                    self._cnn_arm()
+            elif self._cnn_deadline is not None:
+                self._cnn_deadline.cancel()
+                self._cnn_deadline = None
+
+        def _waiting_for_head(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _cnn_arm(self) -> None:
+            self._cnn_deadline = self.loop.call_later(HEADER_TIMEOUT, self._cnn_expire)
+
+        def _cnn_expire(self) -> None:
+            self._cnn_deadline = None
+            if self._waiting_for_head() and not self.transport.is_closing():
+                self.transport.close()
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
+    return Guarded
 
 
 @contextlib.contextmanager

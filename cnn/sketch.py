@@ -24,12 +24,16 @@ from PIL import Image
 
 from . import serving
 from .errors import InputError
-from .preprocess import FORMAT_NAMES, MAX_PIXELS, as_8bit, check_size, open_image
+from .preprocess import FORMAT_NAMES, as_8bit, check_size, open_image
 
 MAX_LAYERS = 1  # the page's canvas has one layer (layers=False); a sketch may carry at most this many
 MAX_BLOB_BYTES = 2 * 1024 * 1024  # one image sent by accept_blobs (a 400x400 stroke PNG is ~10 kB)
 MAX_BLOB_IDS_PER_SESSION = 4  # drawings (ids) a session may have waiting; older ones are dropped
-MAX_BLOBS_BYTES = 64 * 1024 * 1024  # all sessions' waiting blobs together; the oldest go first
+MAX_SESSION_BLOB_BYTES = 4 * 1024 * 1024  # one session's waiting blobs (a stroke's three are ~30 kB)
+MAX_BLOBS_BYTES = 64 * 1024 * 1024  # all sessions' waiting blobs together; the largest session's go first
+# A sketch from the API: the canvas is 400x400, so 1024x1024 leaves room for any screen's canvas
+# (a 2x display) while a decoded RGBA layer stays at 4 MB (a 4096x4096 one was 64 MB, 1.2 s of CPU).
+MAX_SKETCH_PIXELS = 1024 * 1024
 BLOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 CANVAS = 400  # px square. Big enough to draw in comfortably, small enough to upload every stroke fast.
@@ -178,8 +182,11 @@ class BlobStore:
             mine = self._of(session)
             for old in mine[:-MAX_BLOB_IDS_PER_SESSION]:
                 del self._items[old]
+            mine = self._of(session)
+            while len(mine) > 1 and sum(self._bytes(k) for k in mine) > MAX_SESSION_BLOB_BYTES:
+                del self._items[mine.pop(0)]  # the session's own older drawings make room first
             while self._size() > MAX_BLOBS_BYTES and len(self._items) > 1:
-                self._items.popitem(last=False)
+                del self._items[self._heaviest_oldest()]  # never a light visitor's drawing for a heavy one's
 
     def latest(self) -> str | None:
         """The id of the drawing this session sent last (older ones it sent are dropped: only the
@@ -201,9 +208,24 @@ class BlobStore:
         for key in [k for k, (t, _) in self._items.items() if t < cutoff]:
             del self._items[key]
 
+    def _bytes(self, key) -> int:
+        blobs = self._items[key][1]
+        return sum(len(b or b"") for b in (blobs.background, blobs.composite, *blobs.layers))
+
     def _size(self) -> int:
-        return sum(len(b or b"") for _, blobs in self._items.values()
-                   for b in (blobs.background, blobs.composite, *blobs.layers))
+        return sum(self._bytes(k) for k in self._items)
+
+    def session_bytes(self, session: str) -> int:
+        with self._lock:
+            return sum(self._bytes(k) for k in self._of(session))
+
+    def _heaviest_oldest(self) -> tuple[str, str]:
+        """The oldest drawing of the session holding the most bytes (call with the lock held)."""
+        per_session: dict[str, int] = {}
+        for key in self._items:
+            per_session[key[0]] = per_session.get(key[0], 0) + self._bytes(key)
+        heaviest = max(per_session, key=per_session.get)
+        return self._of(heaviest)[0]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -218,7 +240,7 @@ class Sketchpad(gr.Sketchpad):
     Gradio decodes the sketch's images before ``update``/``predict`` run, so an API caller's
     upload that is not an image, is damaged, or declares a huge size fails inside Gradio, where
     ``show_error=False`` hides the reason (rightly: Gradio's messages name server paths). Sizes
-    are read from the image headers first: nothing over ``preprocess.MAX_PIXELS`` is decoded.
+    are read from the image headers first: nothing over ``MAX_SKETCH_PIXELS`` is decoded.
     A request whose JSON is not a sketch at all is refused with a sentence too (``SketchData``)."""
 
     data_model = SketchData
@@ -252,6 +274,12 @@ class Sketchpad(gr.Sketchpad):
             raise HTTPException(400, "Send exactly one file.")
         if len(files[0][1]) > MAX_BLOB_BYTES:
             raise HTTPException(413, f"File size exceeded maximum allowed size of {MAX_BLOB_BYTES} bytes.")
+        try:  # an image, on arrival: its header read, nothing decoded
+            check_header(io.BytesIO(files[0][1]))
+        except gr.Error as e:
+            raise HTTPException(400, e.message) from None
+        except Exception:  # noqa: BLE001 - truncated or corrupt headers
+            raise HTTPException(400, "The image is damaged and cannot be decoded.") from None
         session = fields.get("session_hash")  # the form field Gradio's route reads the session from
         if not isinstance(session, str) or not session:
             raise HTTPException(400, "session_hash is missing.")
@@ -276,19 +304,10 @@ class Sketchpad(gr.Sketchpad):
     def preprocess(self, payload):
         try:
             for source in self._uploads(payload):
-                with open_image(source) as image:  # parses the header only; allowed formats only
-                    check_size(*image.size)  # the same limits prepare() applies
+                check_header(source)
             return super().preprocess(payload)
         except gr.Error:
             raise
-        except InputError as e:
-            raise refusal(str(e)) from None
-        except Image.DecompressionBombError:  # PIL's own refusal, at twice MAX_PIXELS
-            raise refusal(f"The image declares more than the {MAX_PIXELS:,}-pixel limit; "
-                          "scale it down first.") from None
-        except Image.UnidentifiedImageError:
-            raise refusal("The upload is not an image in a format that can be read "
-                          f"({FORMAT_NAMES}).") from None
         except Exception as e:  # truncated data, corrupt chunks: logged for the operator
             raise gr.Error("The image is damaged and cannot be decoded.", title=TITLE) from e
 
@@ -318,6 +337,26 @@ class Sketchpad(gr.Sketchpad):
                 if image.mode in ("F", "I") or image.mode.startswith("I;16"):
                     return super().convert_and_format_image(_png(as_8bit(image)), flatten_on_white)
         return super().convert_and_format_image(file, flatten_on_white)
+
+
+def check_header(source) -> None:
+    """One image of a sketch (a path or a file object), by its header alone: an allowed format
+    (``open_image``) of at most ``MAX_SKETCH_PIXELS``, or a ``refusal`` that says why. Used for
+    blobs as they arrive and for every image before Gradio decodes a sketch."""
+    limit = (f"more than the {MAX_SKETCH_PIXELS:,}-pixel limit for a sketch (the canvas is {CANVAS}x{CANVAS}); "
+             "scale it down first.")
+    try:
+        with open_image(source) as image:  # parses the header only; allowed formats only
+            width, height = image.size
+            if width * height > MAX_SKETCH_PIXELS:
+                raise InputError(f"The image is {width}x{height} pixels, {limit}")
+            check_size(width, height)  # prepare()'s own checks (empty images)
+    except InputError as e:
+        raise refusal(str(e)) from None
+    except Image.DecompressionBombError:  # PIL's own refusal, at twice its MAX_IMAGE_PIXELS
+        raise refusal(f"The image declares {limit}") from None
+    except Image.UnidentifiedImageError:
+        raise refusal(f"The upload is not an image in a format that can be read ({FORMAT_NAMES}).") from None
 
 
 def _png(image: Image.Image) -> bytes:

@@ -346,6 +346,14 @@ def pad_id(server) -> int:
     return next(c["id"] for c in components if c.get("props", {}).get("elem_id") == "sketch")
 
 
+def opened(server, session: str) -> str:
+    """A session that has joined the queue once, as the page's load event makes one (the server
+    takes blobs only from sessions it knows)."""
+    event, data = call(server, [None], session=session)
+    assert event == "complete", data
+    return session
+
+
 def blob(server, session: str, blob_id: str, kind: str, content: bytes, index: str = "null"):
     return server.http.post("/gradio_api/component_server", files=[("files", ("blob", content, "image/png"))],
                             data={"session_hash": session, "component_id": str(pad_id(server)),
@@ -354,6 +362,8 @@ def blob(server, session: str, blob_id: str, kind: str, content: bytes, index: s
 
 def test_blob_indices_are_checked_and_blobs_belong_to_their_session(server):
     small = png_bytes(Image.new("RGBA", (64, 64)))
+    for session in ("attacker", "owner", "thief"):
+        opened(server, session)
     growth, answers = server.peak_rss_during(
         lambda: [blob(server, "attacker", "a1", "layer", small, index) for index in ("50000000", "abc", "-3", "1")])
     assert [r.status_code for r in answers] == [400] * 4, [r.text for r in answers]
@@ -574,12 +584,17 @@ def test_the_sweep_removes_orphaned_upload_temp_files_and_old_pictures(tmp_path,
     (tmp_path / "page").mkdir()
     example = tmp_path / "page" / "example.png"
     example.write_bytes(b"e")
-    for p in (orphan, picture, example):
+    (tmp_path / "new").mkdir()  # an upload's folder, its file about to be moved in
+    for p in (orphan, picture, example, tmp_path / "hash"):
         os.utime(p, (old, old))
-    demo = SimpleNamespace(blocks={0: SimpleNamespace(keep_in_cache={str(example)})})
+    demo = SimpleNamespace(blocks={0: SimpleNamespace(keep_in_cache={str(example)})},
+                           temp_file_sets=[{str(picture), str(example), str(tmp_path / "hash")}])
     assert serving.sweep(demo) == 1010
     assert not orphan.exists() and not (tmp_path / "hash").exists()
     assert fresh.exists() and example.exists()
+    assert (tmp_path / "new").is_dir(), "a folder made this instant was taken from an upload moving into it"
+    assert demo.temp_file_sets == [{str(example)}], "Gradio's records of what the sweep deleted must go with it"
+    assert (serving.USAGE.bytes, serving.USAGE.files) == (2, 2)  # fresh + example: what the cache holds now
 
 
 def test_the_guard_itself_closes_monitoring_and_direct_run_routes():
@@ -587,7 +602,8 @@ def test_the_guard_itself_closes_monitoring_and_direct_run_routes():
     server test above passes with any one layer gone: each layer is checked here on its own."""
     from cnn import serving
 
+    guard = serving.Guard(None)
     for path in ("/monitoring", "/monitoring/summary", "/gradio_api/run/predict", "/gradio_api/api/predict"):
-        assert serving.Guard._closed(path, "POST")[0] == 404, path
-    assert serving.Guard._closed("/gradio_api/queue/join", "POST") is None
+        assert guard._route(path, "POST")[1][0] == 404, path
+    assert guard._route("/gradio_api/queue/join", "POST")[1] is None
     assert serving.launch_options(None, "2mb")["enable_monitoring"] is False

@@ -57,9 +57,9 @@ def test_two_requests_run_at_a_time_shared_by_updates_and_predict(served_app, sh
 
     hooks = [shipped_model.register_forward_pre_hook(enter), shipped_model.register_forward_hook(leave)]
     try:
-        client = Client(served_app, verbose=False)
+        clients = [Client(served_app, verbose=False) for _ in range(3)]  # a session may hold only 3 events
         value = example_value()
-        jobs = [client.submit(value, api_name=name) for name in ["/update", "/predict"] * 3]
+        jobs = [client.submit(value, api_name=name) for client in clients for name in ["/update", "/predict"]]
         deadline = time.monotonic() + 30
         while most[0] < 2 and time.monotonic() < deadline:  # the first two are in...
             time.sleep(0.01)
@@ -98,6 +98,9 @@ def test_the_served_app_runs_each_request_on_one_torch_thread_at_gradios_address
         return real_extract(model, x)
 
     monkeypatch.setattr(app, "extract", extract)
+    # main() removes the process's cache when it stops: here that folder is shared with the
+    # session's served_app (whose pictures later tests fetch), so keep it.
+    monkeypatch.setattr(app.serving, "remove_cache", lambda: None)
     torch.set_num_threads(2)  # what this process had before main, whatever ran earlier
     status = []
     server = threading.Thread(target=lambda: status.append(app.main([])), daemon=True)
