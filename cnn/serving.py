@@ -77,7 +77,7 @@ REQUEST_RATE = (_seconds("CNN_REQUEST_RATE", 40.0), 200.0)  # per address: token
 NEW_SESSION_RATE = (1.0, 60.0)  # per address: new sessions a second, burst
 UPLOAD_RATE = (16 * 1024 * KIB / CACHE_TTL, 16 * 1024 * KIB)  # per address: upload bytes a second, burst
 MAX_FILES_PER_UPLOAD = 3  # a sketch's background, layer and composite
-MAX_CACHE_BYTES = 256 * 1024 * KIB  # everything in the private cache together; uploads beyond: 503
+MAX_CACHE_BYTES = int(_seconds("CNN_MAX_CACHE_MB", 256) * 1024 * KIB)  # the private cache in all; uploads beyond: 503
 MAX_CACHE_FILES = 5_000  # ... and files in it (the sweep's cost grows with them)
 
 from .preprocess import FORMAT_NAMES, IMAGE_FORMATS  # noqa: E402,F401 - the allow-list, re-exported
@@ -351,6 +351,9 @@ class Guard:
         self.new_sessions = Rate(*NEW_SESSION_RATE)
         self.uploads = Rate(*UPLOAD_RATE)
         self.streams: dict[str, int] = {}  # open queue/data streams per session
+        # joins let through whose event may not be in Gradio's queue yet (its push is awaited):
+        # counted with the queue's events, so a burst of joins cannot all pass the same check
+        self.joining: dict[str, int] = {}
         self._routes = None
         # Requests that uvicorn saw come from a trusted proxy without a client named (the proxy
         # itself, a share link's tunnel, the operator on the machine) share one address for many
@@ -376,6 +379,7 @@ class Guard:
         refused = self._unknown(kind, scope)
         if refused:
             return await self._answer(send, *refused, scope)
+        body = b""
         if method in ("POST", "PUT", "PATCH", "DELETE"):
             body, refused = await self._read_body(scope, receive, path)
             if refused:
@@ -399,6 +403,9 @@ class Guard:
         session = _query(scope).get("session_hash", "") if kind == "data" else None
         if session is not None:
             self.streams[session] = self.streams.get(session, 0) + 1
+        joining = _joining_keys(kind, body, scope)
+        for key in joining:
+            self.joining[key] = self.joining.get(key, 0) + 1
         try:
             await self.app(scope, receive, sending)
         except Exception as e:  # a malformed request that Gradio's handler trips over
@@ -409,9 +416,9 @@ class Guard:
                                                 "send the inputs this endpoint takes."), scope)
         finally:
             if session is not None:
-                left = self.streams.pop(session, 1) - 1
-                if left > 0:
-                    self.streams[session] = left
+                _release(self.streams, session)
+            for key in joining:
+                _release(self.joining, key)
 
     def _route(self, path: str, method: str):
         """((kind, cost), None) for a route of the allow-list, else (None, the refusal)."""
@@ -541,7 +548,7 @@ class Guard:
         queue = self._queue()
         if queue is None:
             return None
-        mine = ours = 0
+        mine, ours = self.joining.get(f"s:{session}", 0), self.joining.get(f"a:{address}", 0)
         for event in list(queue.event_ids_to_events.values()):
             mine += event.session_hash == session
             client = getattr(getattr(event, "request", None), "client", None)
@@ -586,6 +593,25 @@ class Guard:
             headers.append((b"retry-after", b"2"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _joining_keys(kind: str, body: bytes, scope) -> list[str]:
+    """The counters a join (or an API call) reserves while Gradio pushes its event: its session's
+    (``s:``) and its address's (``a:``)."""
+    if kind not in ("join", "call"):
+        return []
+    keys = [f"a:{_address(scope)}"]
+    with contextlib.suppress(ValueError, AttributeError):
+        session = json.loads(body).get("session_hash")
+        if isinstance(session, str):
+            keys.append(f"s:{session}")
+    return keys
+
+
+def _release(counts: dict[str, int], key: str) -> None:
+    left = counts.pop(key, 1) - 1
+    if left > 0:
+        counts[key] = left
 
 
 def _address(scope) -> str:

@@ -60,13 +60,13 @@ def fake_gs(folder: Path) -> Path:
 
 
 class Server:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, env: dict | None = None):
         self.cache_base = tmp / "cache"
         self.gs_marker = fake_gs(tmp / "bin")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "server.log"
-        env = {**os.environ, **TIMES, "GRADIO_TEMP_DIR": str(self.cache_base),
+        env = {**os.environ, **TIMES, **(env or {}), "GRADIO_TEMP_DIR": str(self.cache_base),
                "PATH": f"{tmp / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port)],
