@@ -81,40 +81,9 @@ The last layer is linear, so each digit's score is a sum of one term per cell of
 Adding up the 32 channels at each position gives a 7×7 map that adds up *exactly* to the score.
 """
 
-CSS = """
-/* The pictures are drawn cell by cell at their natural size: show them 1:1 where they fit,
-   and never smooth them when the browser has to scale them. Leave room for the floating label. */
-.crisp .image-container { padding-top: 30px; }
-.crisp img { image-rendering: pixelated; width: auto !important; height: auto !important;
-             max-width: 100%; max-height: 100%; object-fit: contain; }
-.clickable img { cursor: crosshair; }
-/* The answer, one line above the canvas. On a phone the page is one column: keep the line in
-   view (sticky) while the visitor scrolls to draw, and shorten the introduction. */
-/* One height in every state ("Draw a digit", "reads 7", "Not a digit?" and its reason on up to two
-   smaller lines), so the canvas under the box never moves between strokes. */
-#answer .answer { font-size: 1.25rem; line-height: 2.2rem; padding: 6px 10px; border-radius: 8px;
-                  background: #f3f4f6; box-sizing: border-box; min-height: calc(2.2rem + 2.5rem + 12px); }
-#answer .answer b { font-size: 1.6rem; line-height: 1; }
-#answer .answer .reason { display: block; font-size: 0.95rem; line-height: 1.25rem; color: #4b5563; }
-@media (max-width: 640px) {
-  #answer { position: sticky; top: 0; z-index: 50; }
-  #answer .answer { min-height: 0; font-size: 1rem; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-  #answer .answer b { font-size: 1.4rem; }
-  #answer .answer .reason { display: none; }  /* one line on a phone: the maps' words say why */
-  #intro p { display: none; }
-}
-#inspector-col { position: sticky; top: 8px; align-self: flex-start; }
-#inspector table.cells { border-collapse: collapse; font-size: 0.78rem; font-variant-numeric: tabular-nums; margin: 4px; }
-#inspector table.cells td { border: 1px solid #e5e7eb; padding: 1px 4px; text-align: right; }
-#inspector table.cells caption { font-size: 0.75rem; color: #6b7280; }
-#inspector td.won { outline: 2px solid rgb(0,229,255); font-weight: bold; }
-#inspector .row { display: flex; flex-wrap: wrap; align-items: center; }
-#inspector .op { font-size: 1.2rem; margin: 0 2px; }
-#inspector td.bar { width: 120px; } #inspector td.bar span { display: inline-block; height: 10px; }
-#inspector .pos, #evidence-text .red { background: rgb(214,39,40); color: white; }
-#inspector .neg, #evidence-text .blue { background: rgb(31,119,180); color: white; }
-#inspector .green { color: #15803d; font-weight: bold; } #inspector .cyan { color: #0891b2; font-weight: bold; }
-"""
+WEB = HERE / "cnn" / "web"  # the browser side: real .css and .js files
+CSS = (WEB / "page.css").read_text()
+PAGE_JS = (WEB / "page.js").read_text()  # alt text, example names, the answer as a live region
 LINK_JS = """
 (query) => {
   if (!query) return "";
@@ -484,6 +453,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         demo.load(_with_request(open_link, model), None, [*outputs, linked, selection, notice], api_visibility="private",
                   show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
         demo.load(None, js=ARM_BRUSH_JS)
+        demo.load(None, js=PAGE_JS)
     demo.queue(**QUEUE)
     return demo
 

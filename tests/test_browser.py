@@ -384,3 +384,74 @@ def test_a_link_reopens_the_same_drawing_and_cell_and_a_tampered_one_the_empty_p
             expect(other.locator("#sketch .pixi-target canvas").first).to_be_visible()
     finally:
         other.close()
+
+
+# ---------------------------------------------------------------- readable in both themes, named for screen readers
+
+CONTRAST_JS = """
+(selectors) => {
+  // WCAG contrast of each element's own text against the background it is drawn on (the first
+  // ancestor with an opaque-enough background colour).
+  const rgba = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+    }
+    return rgba(getComputedStyle(document.querySelector("gradio-app") || document.body).backgroundColor);
+  };
+  const out = [];
+  for (const sel of selectors) {
+    for (const el of document.querySelectorAll(sel)) {
+      const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+      if (!own || !el.offsetParent) continue;
+      const fg = lum(rgba(getComputedStyle(el).color)), bg = lum(background(el));
+      out.push([sel, el.textContent.trim().slice(0, 30), (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05)]);
+    }
+  }
+  return out;
+}
+"""
+READ_TEXTS = ["#answer .answer", "#answer .answer *", "#inspector *", "#evidence-text *"]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_every_word_of_the_answer_inspector_and_evidence_is_readable_in_both_themes(browser, served_app, theme):
+    pg = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    pg.set_default_timeout(TIMEOUT_MS)
+    try:
+        pg.goto(served_app + ("?__theme=dark" if theme == "dark" else ""))
+        pg.wait_for_selector("#sketch .pixi-target canvas")
+        assert pg.evaluate("document.body.classList.contains('dark')") == (theme == "dark")
+        path = next(p for p in app.EXAMPLES if p.stem.endswith("_7"))
+        pg.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
+        expect_digit(pg, "7")
+        pg.wait_for_function("document.querySelector('#evidence-text').textContent.includes('7')")
+        pairs = pg.evaluate(CONTRAST_JS, READ_TEXTS)
+        assert len({sel for sel, _, _ in pairs}) == len(READ_TEXTS), pairs  # every part was read
+        poor = [p for p in pairs if p[2] < 4.5]
+        assert not poor, poor
+    finally:
+        pg.close()
+
+
+def test_pictures_examples_and_the_answer_are_named_for_screen_readers(page):
+    """Every picture has its label as alt text (after a stroke's new pictures too), each example
+    button is named after its digit, and the answer line is a polite live region (cnn/web/page.js)."""
+    path = next(p for p in app.EXAMPLES if p.stem.endswith("_2"))
+    page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
+    expect_digit(page, "2")
+    page.wait_for_function("[...document.querySelectorAll('.crisp img')].every((i) => i.alt)")
+    alts = page.evaluate("[...document.querySelectorAll('.crisp img')].map((i) => [i.closest('.crisp').id, i.alt])")
+    assert len(alts) >= 8, alts
+    assert all(alt for _, alt in alts), alts
+    assert dict(alts)["conv1-before"].startswith("③ conv1"), alts
+    names = page.evaluate("[...document.querySelectorAll('#examples button')].map((b) => b.getAttribute('aria-label'))")
+    digits = [p.stem.rsplit("_", 1)[1] for p in app.EXAMPLES]
+    assert names == [f"Load the MNIST test digit {d}" for d in digits], names
+    assert page.locator("#answer").get_attribute("aria-live") == "polite"
+    assert page.locator("#answer").get_attribute("role") == "status"
