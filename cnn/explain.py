@@ -21,8 +21,9 @@ NO_DRAWING = "<p class='hint'>Draw a digit first: then click any cell of the map
 
 
 def num(v: float) -> str:
-    """A value as the inspector prints it: 3 decimals, a true minus sign."""
-    return f"{v:.3f}".replace("-", "−")
+    """A value as the inspector prints it: 3 decimals, a true minus sign, and no "−0.000" for a
+    small negative value that rounds to zero (the `z` format option drops that sign)."""
+    return f"{v:z.3f}".replace("-", "−")
 
 
 def _signed(v: float, hi: float) -> str:

@@ -296,3 +296,12 @@ def test_a_bad_digit_and_a_blank_sketch(client, seven):
         client.predict(seven[0], 12, api_name="/evidence")
     assert client.predict(None, "conv1", 0, 0, 0, api_name="/inspect") == {"label": app.EMPTY}
     assert client.predict(None, None, api_name="/evidence") == {"label": app.EMPTY}
+
+
+def test_the_inspector_never_prints_minus_zero():
+    """A small negative value that rounds to zero is "0.000", not "−0.000"; other values keep
+    their true minus sign and 3 decimals."""
+    from cnn.explain import num
+
+    assert [num(v) for v in (-0.0001, -0.0, 0.0, -0.0006, -1.5, 2.25)] == \
+        ["0.000", "0.000", "0.000", "−0.001", "−1.500", "2.250"]
