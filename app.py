@@ -218,12 +218,13 @@ def stroke(model: CNN, sketch, selection: tuple | None, stale: bool = False) -> 
     """The page's event for a stroke and for Clear: ``update`` for the drawing the pad has just
     sent (as blobs, read from ``sketch.latest()``); nothing new received (a repeat): the page
     stays as it is. ``stale``: the pad has been cleared since its last stroke (``STALE_JS``): the
-    empty page, and the session's drawings that were read dropped."""
+    empty page, and the session's drawings that were read dropped. Last output: the link notice,
+    emptied by any drawing shown (a bad link's notice does not outlive the next stroke)."""
     if stale:
         sketch.blob_storage.forget()
-        return update(None, None)
+        return update(None, None) + ("",)
     value = sketch.latest()
-    return (gr.skip(),) * 12 if value is None else update(model, value, selection)
+    return (gr.skip(),) * 13 if value is None else update(model, value, selection) + ("",)
 
 
 def make_link(image, selection) -> str:
@@ -413,7 +414,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         stale = gr.Checkbox(visible=False, label="stale")
         clears = gr.Number(0, visible="hidden", label="clears")
         sketch.clear(None, None, clears, js=CLEARED_JS)
-        gr.on([sketch.change, clears.change], partial(stroke, model, sketch), [selection, stale], outputs,
+        gr.on([sketch.change, clears.change], partial(stroke, model, sketch), [selection, stale], [*outputs, notice],
               js=STALE_JS, api_visibility="private", trigger_mode="always_last", show_progress="hidden",
               concurrency_id="cnn")
         # An example: the page is computed from its file, then the browser puts the digit on the

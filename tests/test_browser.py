@@ -382,6 +382,10 @@ def test_a_link_reopens_the_same_drawing_and_cell_and_a_tampered_one_the_empty_p
             expect(other.locator("#link-notice")).to_contain_text("Here is an empty page", timeout=TIMEOUT_MS)
             expect(top_label(other)).to_have_text(app.EMPTY)
             expect(other.locator("#sketch .pixi-target canvas").first).to_be_visible()
+        ready_to_draw(other)  # the visitor draws after the notice: it goes with the empty page
+        draw(other, ONE)
+        expect_digit(other, "1")
+        expect(other.locator("#link-notice")).to_have_text("")
     finally:
         other.close()
 
