@@ -249,7 +249,12 @@ def test_upload_progress_is_not_tracked_or_served(server):
 
 # ---------------------------------------------------------------- 7: other visitors' state
 
-def test_posts_for_unknown_sessions_create_nothing_and_junk_blobs_are_refused(server):
+def test_posts_for_new_sessions_are_capped_and_junk_blobs_are_refused(server):
+    """600 blob posts, each naming a new session, from one address: its new-session burst gets in,
+    the rest a 429 (memory sampled); junk bytes and other component functions are refused; a
+    visitor's drawing is still read."""
+    from cnn import serving
+
     seven = EXAMPLE_7.read_bytes()
     owner = opened(server, "owner18")
     pad = str(pad_id(server))
@@ -263,14 +268,15 @@ def test_posts_for_unknown_sessions_create_nothing_and_junk_blobs_are_refused(se
         assert post(c, owner, seven, "mine").status_code == 200
     with visitor(server, 71) as c:
         growth, codes = server.peak_rss_during(lambda: [post(c, f"new{i}", seven).status_code for i in range(600)])
-        assert 404 in codes and set(codes) <= {404, 429}, set(codes)  # 429: past its request-rate burst
+        new_sessions = serving.NEW_SESSION_RATE[1]
+        assert 0 < codes.count(200) <= new_sessions + 5 and set(codes) == {200, 429}, (codes.count(200), set(codes))
     with visitor(server, 72) as c:
         junk = post(c, owner, b"\0" * 2_000_000)
         assert junk.status_code == 400 and "not an image" in junk.json()["detail"], junk.text
         other = c.post("/gradio_api/component_server", json={"data": None, "component_id": pad, "fn_name": "preprocess",
                                                              "session_hash": owner})
         assert other.status_code == 404, other.text
-    assert growth < 40e6, growth
+    assert growth < 60e6, growth
     value = {"background": None, "layers": [], "composite": None, "id": "mine"}
     event, data = call(server, [value], session=owner)
     assert (event, data[0]["label"]) == ("complete", "7"), data
@@ -310,8 +316,13 @@ def test_only_the_pages_routes_are_served(server):
                                                          "Access-Control-Request-Method": "POST"}).status_code == 405
         r = c.get("/config", headers={"Origin": "http://localhost:3000"})
         assert r.status_code == 200 and not [h for h in r.headers if h.lower().startswith("access-control")], r.headers
-        page = c.get("/", headers={"X-Forwarded-Host": "evil.example"})
-        assert page.status_code == 200 and "evil.example" not in page.text
+        for header in ("X-Forwarded-Host", "X-Gradio-Server"):
+            page = c.get("/", headers={header: "http://evil.example"})
+            assert page.status_code == 200 and "evil.example" not in page.text, header
+            config = c.get("/config", headers={header: "http://evil.example"}).json()
+            assert "evil.example" not in config["root"], (header, config["root"])
+        config = c.get("/config", headers={"X-Forwarded-Proto": "https"}).json()  # not a trusted proxy
+        assert config["root"].startswith("http://127.0.0.1:"), config["root"]
         assert c.get("/assets/nonexistent.js").status_code == 404  # served from the folder, not a 405
 
 
