@@ -105,6 +105,14 @@ SHOW_INSPECTOR_JS = """
   if (r.top < 0 || r.bottom > window.innerHeight) head.scrollIntoView({ block: "start" });
 }
 """
+# The page's query, when it carries a link (else undefined: the box is left alone, so no change
+# event and nothing asked of the server at load; an empty string would count as a change).
+LINK_QUERY_JS = """
+() => {
+  const q = new URLSearchParams(window.location.search);
+  return q.has("drawing") || q.has("cell") ? window.location.search : undefined;
+}
+"""
 CANVAS_JS = """
 (picture) => picture ? { background: picture, layers: [], composite: picture, id: null } : undefined
 """
@@ -260,6 +268,15 @@ def open_link(model: CNN, request: gr.Request) -> tuple:
     return show(model, features, image, selection) + (link.canvas(image, CANVAS), selection, "")
 
 
+def open_query(model: CNN, query) -> tuple:
+    """``open_link`` for the page's query string as the browser sent it (``LINK_QUERY_JS``)."""
+    from types import SimpleNamespace
+    from urllib.parse import parse_qsl
+
+    params = dict(parse_qsl(query.lstrip("?"))) if isinstance(query, str) else {}
+    return open_link(model, SimpleNamespace(query_params=params))
+
+
 def example(model: CNN, index) -> tuple:
     """A click on the ``index``-th MNIST example: the page for that file, nothing inspected yet,
     and the digit to put on the canvas (by the browser, as a link's drawing is)."""
@@ -298,13 +315,6 @@ def _on_select(model: CNN, layer: str):
     def on_select(image, evt: gr.SelectData) -> tuple:
         return select_cell(model, layer, image, evt)
     return on_select
-
-
-def _with_request(fn, model: CNN):
-    """``fn(model, request)`` as an event handler (a closure, for the same reason)."""
-    def handler(request: gr.Request) -> tuple:
-        return fn(model, request)
-    return handler
 
 
 def _features_or_empty(model: CNN, value):
@@ -451,8 +461,15 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         # Opening a link: the page from the link's drawing, then the drawing onto the canvas by a
         # browser-side step (a server event with the pad as an output would make the pad upload
         # its images on every later event's status update, see `stroke`).
-        demo.load(_with_request(open_link, model), None, [*outputs, linked, selection, notice], api_visibility="private",
-                  show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
+        # Only a page opened with a link asks the server anything when it loads: the browser hands
+        # the page's query to a hidden box (LINK_QUERY_JS; left alone without a link), whose change runs
+        # open_link. A plain page open costs no queue slot (a crowd arriving at ~20 tabs a second
+        # used to fill the queue with load events that did nothing).
+        link_query = gr.Textbox(visible=False, label="link query")
+        demo.load(None, None, link_query, js=LINK_QUERY_JS)
+        link_query.change(partial(open_query, model), link_query, [*outputs, linked, selection, notice],
+                          api_visibility="private", show_progress="hidden", concurrency_id="cnn",
+                          ).success(None, linked, sketch, js=CANVAS_JS)
         demo.load(None, js=ARM_BRUSH_JS)
         demo.load(None, js=PAGE_JS)
     demo.queue(**QUEUE)

@@ -459,3 +459,23 @@ def test_pictures_examples_and_the_answer_are_named_for_screen_readers(page):
     assert names == [f"Load the MNIST test digit {d}" for d in digits], names
     assert page.locator("#answer").get_attribute("aria-live") == "polite"
     assert page.locator("#answer").get_attribute("role") == "status"
+
+
+def test_a_plain_page_open_asks_the_server_nothing(browser, served_app):
+    """Opening the page without a link joins no queue (a crowd arriving used to fill the queue with
+    load events that did nothing); the first stroke then works in the session it starts."""
+    pg = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    pg.set_default_timeout(TIMEOUT_MS)
+    joins = []
+    pg.on("request", lambda r: joins.append(r.post_data) if "/queue/join" in r.url else None)
+    try:
+        pg.goto(served_app)
+        pg.wait_for_selector("#sketch .pixi-target canvas")
+        pg.wait_for_timeout(1500)
+        assert joins == [], joins
+        ready_to_draw(pg)
+        draw(pg, ONE)
+        expect_digit(pg, "1")
+        assert len(joins) >= 1
+    finally:
+        pg.close()
