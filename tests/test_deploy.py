@@ -273,18 +273,7 @@ def test_a_taken_port_or_a_missing_nginx_is_one_line_at_once(tmp_path):
 
 # ---------------------------------------------------------------- a visitor in Chromium
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    from test_browser import CHROMIUM_ARGS, chromium
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+from test_browser import browser  # noqa: E402,F401 - the module-scoped Chromium, as tests/test_browser.py starts it
 
 
 def open_page(browser, url: str, key: str | None = None):
