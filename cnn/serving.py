@@ -67,6 +67,7 @@ CACHE_TTL = _seconds("CNN_CACHE_TTL", 180.0)  # a visitor's file (upload, pictur
 UPLOAD_TEMP_TTL = _seconds("CNN_UPLOAD_TEMP_TTL", 60.0)  # an orphaned upload temp file, at most
 SWEEP_EVERY = _seconds("CNN_SWEEP_EVERY", 10.0)  # how often the cache is swept
 BLOB_TTL = _seconds("CNN_BLOB_TTL", 60.0)  # a sketch blob no event used is dropped after this
+KEEP_ALIVE = 5  # s: an idle kept-alive connection is closed after this (uvicorn's timeout_keep_alive)
 HEADER_TIMEOUT = _seconds("CNN_HEADER_TIMEOUT", 10.0)  # a connection must send a whole request head within this
 MAX_CONNECTIONS = 4096  # open connections + in-flight requests beyond which uvicorn answers 503 (open tabs hold one each)
 MAX_CONNECTIONS_PER_ADDRESS = 64  # open connections from one client address (a trusted proxy's are not counted)
@@ -748,7 +749,7 @@ def after_launch(demo) -> None:
         return
     _raise_file_limit(MAX_CONNECTIONS + 256)
     config.limit_concurrency = MAX_CONNECTIONS  # beyond: 503 at once, no fd held
-    config.timeout_keep_alive = 5  # an idle keep-alive connection is closed after 5 s
+    config.timeout_keep_alive = KEEP_ALIVE
     same_origin_only(demo.server_app)
     base = config.http_protocol_class
     if not getattr(base, "guarded", False):

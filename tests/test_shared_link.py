@@ -382,6 +382,8 @@ def test_the_shipped_limits():
     assert (serving.MAX_CACHE_BYTES, serving.MAX_CACHE_FILES, serving.MAX_FILES_PER_UPLOAD) == (256 * 2**20, 5000, 3)
     assert (sketch.MAX_SKETCH_PIXELS, sketch.MAX_SESSION_BLOB_BYTES, sketch.MAX_BLOBS_BYTES) == (2**20, 4 * 2**20, 64 * 2**20)
     assert app.QUEUE["max_size"] == 32 and app.QUEUE["default_concurrency_limit"] == 2
+    assert (serving.KEEP_ALIVE, serving.MAX_JSON_BODY, serving.MAX_PAGE_QUERY, app.MAX_FILE_SIZE) == (5, 2**16, 2**12, "2mb")
+    assert (sketch.MAX_BLOB_BYTES, sketch.MAX_BLOB_IDS_PER_SESSION, sketch.MAX_LAYERS) == (2 * 2**20, 4, 1)
 
 
 def test_an_upload_id_is_never_tracked(served_app):
