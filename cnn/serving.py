@@ -8,19 +8,28 @@
                  Gradio sees only complete, capped bodies: an upload missing its closing boundary,
                  dropped mid-way or trickling is answered here (400/408/413) before Gradio opens a
                  temp file, so none is left behind.
+  routes         an allow-list (``routes``): what the page and the documented API use; every
+                 other path a 404, every other method a 405; Gradio's CORS middleware taken out
+                 (``same_origin_only``); a client's X-Forwarded-Host/-Proto and X-Gradio-Server
+                 dropped (Gradio would write them into the page's root).
   state routes   polling an unknown session or event, joining with an unknown ``fn_index``, with
                  one the browser runs itself (a js step: Gradio would decode its inputs and then
-                 fail), a click without its position, or a call whose body lacks its inputs: a 4xx
-                 with one log line, never a traceback.
-  closed routes  ``/monitoring`` (off in ``launch_options`` too) and every direct
-                 ``/gradio_api/run|api/<event>`` route: all events go through the queue
-                 (``protect`` queues every event, so the page itself never needs them).
+                 fail), a click without a position of two finite numbers, or a call whose body
+                 lacks its inputs: a 4xx with one escaped log line, never a traceback.
+  fairness       per session: ``MAX_EVENTS_PER_SESSION`` events queued or running,
+                 ``MAX_STREAMS_PER_SESSION`` streams; per client address: ``MAX_EVENTS_PER_ADDRESS``,
+                 a request rate, a new-session rate (before Gradio creates a session's state) and
+                 an upload budget (``Rate``); 429 with a sentence beyond.
+  connections    uvicorn's protocol class, ``guarded_protocol``: a request-head deadline
+                 (``HEADER_TIMEOUT``) and at most ``MAX_CONNECTIONS_PER_ADDRESS`` per address.
   cache          the app's cache is a private folder (``CACHE``, under ``$GRADIO_TEMP_DIR`` or
                  the system temp folder): every file an event writes there (the visitor's uploads
                  and the pictures any output makes) is deleted ``CACHE_TTL`` seconds after it was
                  written, its hash-named folder with it; an upload's temp file that outlives its
                  request by ``UPLOAD_TEMP_TTL`` is deleted; the folder is removed on shutdown
                  (Ctrl-C and SIGTERM), and folders of earlier runs that died are removed at start.
+                 The sweep is its one owner (Gradio's ``delete_cache`` is off): it drops Gradio's
+                 records of what it deletes; ``MAX_CACHE_BYTES``/``MAX_CACHE_FILES`` cap it.
   blobs          the page's Sketchpad sends its images as blobs (``accept_blobs``): see
                  ``cnn/sketch.py``, which uses ``current_session`` to tie each blob to its session.
   formats        ``IMAGE_FORMATS``: formats whose decoders run no code (no EPS/PS/PDF, which PIL
@@ -28,7 +37,9 @@
                  PIL's EPS reader is unregistered for the whole process (``preprocess``).
 
 Times are module constants read from the environment (``CNN_CACHE_TTL``, ``CNN_UPLOAD_TEMP_TTL``,
-``CNN_SWEEP_EVERY``, ``CNN_BODY_TIMEOUT``, ``CNN_BLOB_TTL``) so tests need not wait minutes.
+``CNN_SWEEP_EVERY``, ``CNN_BODY_TIMEOUT``, ``CNN_BLOB_TTL``, ``CNN_HEADER_TIMEOUT``; also
+``CNN_MAX_CACHE_MB``, ``CNN_MAX_EVENTS_PER_SESSION``/``_PER_ADDRESS``, ``CNN_REQUEST_RATE``) so
+tests need not wait minutes.
 """
 from __future__ import annotations
 
