@@ -24,7 +24,8 @@ import os
 import sys
 from functools import partial
 from pathlib import Path
-from urllib.parse import urlencode
+from types import SimpleNamespace
+from urllib.parse import parse_qsl, urlencode
 
 import gradio as gr
 from gradio.components.label import LabelConfidence, LabelData
@@ -270,9 +271,6 @@ def open_link(model: CNN, request: gr.Request) -> tuple:
 
 def open_query(model: CNN, query) -> tuple:
     """``open_link`` for the page's query string as the browser sent it (``LINK_QUERY_JS``)."""
-    from types import SimpleNamespace
-    from urllib.parse import parse_qsl
-
     params = dict(parse_qsl(query.lstrip("?"))) if isinstance(query, str) else {}
     return open_link(model, SimpleNamespace(query_params=params))
 

@@ -368,6 +368,7 @@ class Guard:
         # counted with the queue's events, so a burst of joins cannot all pass the same check
         self.joining: dict[str, int] = {}
         self._routes = None
+        self._sketch = None  # the page's Sketchpad block id, found once
         # Requests that uvicorn saw come from a trusted proxy without a client named (the proxy
         # itself, a share link's tunnel, the operator on the machine) share one address for many
         # visitors: the per-address caps do not count them (the per-session ones still do).
@@ -393,14 +394,15 @@ class Guard:
         refused = self._unknown(kind, scope)
         if refused:
             return await self._answer(send, *refused, scope)
-        body = b""
+        body, join = b"", {}
         if method in ("POST", "PUT", "PATCH", "DELETE"):
             body, refused = await self._read_body(scope, receive, path)
             if refused:
                 return await self._answer(send, *refused, scope)
             if body is None:  # the client went away: nothing to answer
                 return None
-            refused = self._bad_body(kind, body, scope)
+            join = _json_object(body) if kind in ("join", "call") else {}  # parsed once, used twice
+            refused = self._bad_body(kind, body, join, scope)
             if refused:
                 return await self._answer(send, *refused, scope)
             if kind == "upload":
@@ -417,7 +419,7 @@ class Guard:
         session = _query(scope).get("session_hash", "") if kind == "data" else None
         if session is not None:
             self.streams[session] = self.streams.get(session, 0) + 1
-        joining = _joining_keys(kind, body, scope)
+        joining = _joining_keys(kind, join, scope)
         for key in joining:
             self.joining[key] = self.joining.get(key, 0) + 1
         try:
@@ -486,7 +488,8 @@ class Guard:
                                   "event_id once.")
         return None
 
-    def _bad_body(self, kind: str, body: bytes, scope):
+    def _bad_body(self, kind: str, body: bytes, join: dict, scope):
+        """``join``: a join's or a call's JSON object ({} if it is none: Gradio answers it)."""
         if kind in ("upload", "blob"):
             boundary = _boundary(scope)
             if boundary is not None and not body.rstrip(b"\r\n").endswith(b"--" + boundary + b"--"):
@@ -494,7 +497,7 @@ class Guard:
         if kind == "blob":
             return self._bad_blob(body, scope)
         if kind == "join" and self.demo is not None:
-            return self._bad_join(body, scope)
+            return self._bad_join(join, scope)
         if kind == "call":
             return self._over_cap(None, _address(scope))
         if kind == "upload":
@@ -516,20 +519,19 @@ class Guard:
     def _bad_blob(self, body: bytes, scope):
         """A sketch's image (``accept_blobs``), before Gradio creates any state for its session:
         only the page's own pad and function, and a new session only within its address's rate."""
-        fields = _form_fields(body, _boundary(scope)) if _boundary(scope) else _json_fields(body)
-        sketch = _sketch_id(self.demo)
-        if fields.get("fn_name") != "accept_blobs" or sketch is None or fields.get("component_id") != str(sketch):
+        boundary = _boundary(scope)
+        fields = _form_fields(body, boundary) if boundary else _json_fields(body)
+        if self._sketch is None:
+            self._sketch = _sketch_id(self.demo)
+        if fields.get("fn_name") != "accept_blobs" or self._sketch is None or \
+                fields.get("component_id") != str(self._sketch):
             return _json(404, "Function not found: the only component function here is the sketch's "
                               "accept_blobs.")
         return self._new_session_refused(fields.get("session_hash"), _address(scope))
 
-    def _bad_join(self, body: bytes, scope):
-        try:
-            join = json.loads(body)
-            fn_index = join.get("fn_index")
-        except (ValueError, AttributeError):
-            return None  # Gradio answers malformed JSON with its own 422
-        if fn_index is None:
+    def _bad_join(self, join: dict, scope):
+        fn_index = join.get("fn_index")
+        if fn_index is None:  # (or malformed JSON: Gradio answers it with its own 422)
             return None
         step = self.demo.fns.get(fn_index) if isinstance(fn_index, (int, str)) else None
         if step is None:
@@ -615,17 +617,22 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
 
-def _joining_keys(kind: str, body: bytes, scope) -> list[str]:
+def _joining_keys(kind: str, join: dict, scope) -> list[str]:
     """The counters a join (or an API call) reserves while Gradio pushes its event: its session's
     (``s:``) and its address's (``a:``)."""
     if kind not in ("join", "call"):
         return []
-    keys = [f"a:{_address(scope)}"]
-    with contextlib.suppress(ValueError, AttributeError):
-        session = json.loads(body).get("session_hash")
-        if isinstance(session, str):
-            keys.append(f"s:{session}")
-    return keys
+    session = join.get("session_hash")
+    return [f"a:{_address(scope)}"] + ([f"s:{session}"] if isinstance(session, str) else [])
+
+
+def _json_object(body: bytes) -> dict:
+    """A request's JSON object, or {} when the body is not one."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _release(counts: dict[str, int], key: str) -> None:
@@ -667,11 +674,7 @@ def _form_fields(body: bytes, boundary: bytes) -> dict[str, str]:
 
 
 def _json_fields(body: bytes) -> dict[str, str]:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return {}
-    return {k: str(v) for k, v in value.items() if k != "data"} if isinstance(value, dict) else {}
+    return {k: str(v) for k, v in _json_object(body).items() if k != "data"}
 
 
 def _has_index(event_data) -> bool:
