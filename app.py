@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 
-from cnn import confidence, explain, inspector, link, render, serving, weights
+from cnn import confidence, explain, inspector, link, payload, render, serving, weights
 from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
@@ -63,28 +63,15 @@ and ReLU keeps only the positive responses: 16 maps of 28×28, each lighting up 
 (an edge, a stroke direction) occurs. **④ Max-pooling** then looks at every 2×2 window and keeps
 only its largest value (the **cyan dot**): 16 maps of 14×14, half the size, strongest responses kept.
 """
-INSIDE_2 = """
-**⑤ conv2** combines all 16 pooled maps with 32 filters of 16×5×5: 32 maps of 14×14 that respond
-to larger parts (loops, corners, bars). **⑥ Max-pooling** again: 32 maps of 7×7. Finally one linear
-layer reads those 32×7×7 = 1,568 numbers and gives each digit a score; softmax turns the scores into
-the probabilities at the top.
-
-Each layer has one colour scale, shown under its maps: black is 0, pale yellow is that layer's
-strongest response to your drawing. Dim dots mark windows that look flat (usually all zero):
-pooling still keeps one cell there, but there was nothing to win.
-
-**Click or tap any cell** of ③–⑥: the inspector shows where in your drawing it looks, the sum
-that gave its value, what pooling kept and, for ⑥, how it votes for each digit.
-"""
-EVIDENCE = """
-## ⑦ Where the answer came from
-The last layer is linear, so each digit's score is a sum of one term per cell of ⑥ plus a bias.
-Adding up the 32 channels at each position gives a 7×7 map that adds up *exactly* to the score.
-"""
-
-WEB = HERE / "cnn" / "web"  # the browser side: real .css and .js files
-CSS = (WEB / "page.css").read_text()
+WEB = HERE / "cnn" / "web"  # the browser side: real .html, .css and .js files
+CSS = (WEB / "page.css").read_text() + (WEB / "maps.css").read_text()
 PAGE_JS = (WEB / "page.js").read_text()  # alt text, example names, the answer as a live region
+MAPS_HTML = (WEB / "maps.html").read_text()  # ③-⑦ and the focus view: drawn by maps.js
+MAPS_JS = (WEB / "maps.js").read_text()  # draws them from one value a drawing; hover, tap, keys
+NETWORK_INPUT_HTML = ("<figure class='network-input'><figcaption>② What the network receives: 28×28</figcaption>"
+                      "<canvas role='img' aria-label='What the network receives: the 28×28 input'></canvas></figure>")
+# "Link to this drawing": the cell the visitor pinned in the browser (maps.js keeps it on #maps).
+PINNED_JS = "(image, cell) => [image, document.getElementById('maps')?.dataset.pinned || '']"
 LINK_JS = """
 (query) => {
   if (!query) return "";
@@ -94,16 +81,6 @@ LINK_JS = """
   const text = url.toString();
   if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).catch(() => {});
   return text;
-}
-"""
-# After a click or tap on a map: bring the inspector's heading into view if it is not (on a phone
-# the inspector is a screen or more below the grids; on a desktop it is beside them).
-SHOW_INSPECTOR_JS = """
-() => {
-  const head = document.querySelector("#inspector h3");
-  if (!head) return;
-  const r = head.getBoundingClientRect();
-  if (r.top < 0 || r.bottom > window.innerHeight) head.scrollIntoView({ block: "start" });
 }
 """
 # The page's query, when it carries a link (else undefined: the box is left alone, so no change
@@ -196,34 +173,28 @@ def predict(model: CNN, value) -> dict | str:
     return probabilities(confidence.answer(model, extract(model, prepared.tensor).logits))
 
 
-def update(model: CNN, value, selection: tuple | None = None) -> tuple:
+def update(model: CNN, value) -> tuple:
     """Everything the page shows for one sketch, from one preprocess and one forward pass:
-    (label, network input, conv1 before/after pooling, conv2 before/after pooling, answer line,
-    receptive-field picture, inspector, evidence picture, evidence words, the 28x28 input for
-    the session's clicks). ``selection``: the inspected (layer, channel, row, col), or None for
-    the cell that voted most for the answer."""
+    (label, answer line, the maps' value, the session's 28x28 input). The maps' value
+    (``cnn/payload.py``) carries every activation, the kept cells, the evidence maps and the
+    cell the inspector opens on; the browser draws the pictures from it, so nothing is written."""
     prepared = _prepare(value)
     if prepared is None:
-        return (EMPTY, None, None, None, None, None, explain.answer(None), None, explain.NO_DRAWING,
-                None, "", None)
-    return show(model, extract(model, prepared.tensor), prepared.image, selection)
+        return EMPTY, explain.answer(None), None, None
+    return show(model, extract(model, prepared.tensor), prepared.image)
 
 
-def show(model: CNN, features, image: np.ndarray, selection: tuple | None = None) -> tuple:
+def show(model: CNN, features, image: np.ndarray, pinned: tuple | None = None) -> tuple:
     """``update``'s outputs for one forward pass (``features = extract(model, tensor)``) of a
-    network input whose (28, 28) uint8 picture is ``image``: every picture, number and sentence
-    comes from that pass."""
+    network input whose (28, 28) uint8 picture is ``image``; ``pinned``: the cell a link names."""
     answer = confidence.answer(model, features.logits)  # calibrated, and "not a digit" or not
-    shown, panel, field = inspected(model, features, image, selection)
-    page = render.page(features, image, shown)
     top, runner_up = (inspector.evidence(model, features, d) for d in features.ranked()[:2])
-    why = render.evidence([top["map"], np.subtract(top["map"], runner_up["map"])], image)
-    return (probabilities(answer), page.network_input, page.conv1_before, page.conv1_after,
-            page.conv2_before, page.conv2_after, explain.answer(answer.probabilities, answer.not_a_digit),
-            field, panel, why, explain.evidence(top, runner_up, answer.not_a_digit), image)
+    value = payload.encode(model, features, image, answer, inspector.strongest_vote(model, features), pinned,
+                           words=explain.evidence(top, runner_up, answer.not_a_digit))
+    return (probabilities(answer), explain.answer(answer.probabilities, answer.not_a_digit), value, image)
 
 
-def stroke(model: CNN, sketch, selection: tuple | None, stale: bool = False) -> tuple:
+def stroke(model: CNN, sketch, stale: bool = False) -> tuple:
     """The page's event for a stroke and for Clear: ``update`` for the drawing the pad has just
     sent (as blobs, read from ``sketch.latest()``); nothing new received (a repeat): the page
     stays as it is. ``stale``: the pad has been cleared since its last stroke (``STALE_JS``): the
@@ -233,18 +204,23 @@ def stroke(model: CNN, sketch, selection: tuple | None, stale: bool = False) -> 
         sketch.blob_storage.forget()
         return update(None, None) + ("",)
     value = sketch.latest()
-    return (gr.skip(),) * 13 if value is None else update(model, value, selection) + ("",)
+    return (gr.skip(),) * 5 if value is None else update(model, value) + ("",)
 
 
-def make_link(image, selection) -> str:
+def make_link(image, pinned) -> str:
     """"Link to this drawing": the query string that carries the session's current network
-    input (and the inspected cell); the page's script puts its own address in front."""
+    input and the cell the visitor pinned (``"layer,channel,row,col"`` from the page, or empty);
+    the page's script puts its own address in front."""
     if image is None:
         raise gr.Error("Draw a digit first: the link carries the drawing.", title="Nothing to link to",
                        print_exception=False)
     query = {link.PARAM: link.encode(image)}
-    if selection is not None:
-        query[link.CELL_PARAM] = link.encode_cell(selection)
+    if pinned:
+        try:
+            cell = payload.check_cell(link.decode_cell(pinned if isinstance(pinned, str) else "?"))
+        except InputError as e:
+            raise gr.Error(str(e), title="No such cell", print_exception=False) from None
+        query[link.CELL_PARAM] = link.encode_cell(cell)
     return urlencode(query)
 
 
@@ -255,7 +231,7 @@ def open_link(model: CNN, request: gr.Request) -> tuple:
     comes from the link itself; the server keeps nothing."""
     params = request.query_params if request is not None else {}
     if link.PARAM not in params and link.CELL_PARAM not in params:
-        return (gr.skip(),) * 15
+        return (gr.skip(),) * 6
     try:
         if link.PARAM not in params:
             raise link.LinkError("The link names a cell but carries no drawing.")
@@ -265,8 +241,8 @@ def open_link(model: CNN, request: gr.Request) -> tuple:
         if selection is not None:
             inspector.check(features, *selection)
     except InputError as e:
-        return (gr.skip(),) * 12 + (gr.skip(), gr.skip(), f"<p>{e} Here is an empty page to draw on.</p>")
-    return show(model, features, image, selection) + (link.canvas(image, CANVAS), selection, "")
+        return (gr.skip(),) * 5 + (f"<p>{e} Here is an empty page to draw on.</p>",)
+    return show(model, features, image, selection) + (link.canvas(image, CANVAS), "")
 
 
 def open_query(model: CNN, query) -> tuple:
@@ -279,40 +255,9 @@ def example(model: CNN, index) -> tuple:
     """A click on the ``index``-th MNIST example: the page for that file, nothing inspected yet,
     and the digit to put on the canvas (by the browser, as a link's drawing is)."""
     if not isinstance(index, int) or not 0 <= index < len(EXAMPLES):
-        return (gr.skip(),) * 14
+        return (gr.skip(),) * 5
     page = update(model, str(EXAMPLES[index]))
-    return page + (None, link.canvas(page[-1], CANVAS))
-
-
-def inspected(model: CNN, features, image, selection: tuple | None):
-    """(the cell shown, inspector HTML, receptive-field picture) for the selected cell, or for the
-    cell that voted most for the answer when nothing is selected (then framed in its grid too, as
-    a clicked one is; the session's selection stays empty, so it follows the answer)."""
-    shown = selection or inspector.strongest_vote(model, features)
-    cell = inspector.inspect(model, features, *shown)
-    picture = render.receptive_field(image, cell["receptive_field"], cell.get("kept_receptive_field"))
-    return shown, explain.inspector(cell, default=selection is None), picture
-
-
-def select_cell(model: CNN, layer: str, image, evt: gr.SelectData) -> tuple:
-    """A click on ``layer``'s picture at pixel ``evt.index`` = (x, y): that cell, inspected and
-    framed in its grid. Reads the session's own 28x28 input (the page keeps nothing else)."""
-    cell = render.cell_at(layer, *evt.index) if evt.index else None
-    if image is None or cell is None:  # nothing drawn yet, or a click between tiles
-        return (gr.skip(),) * 5 + ((explain.NO_DRAWING if image is None else gr.skip()), gr.skip())
-    features = extract(model, network_input(image))
-    selection = (layer, *cell)
-    _, panel, field = inspected(model, features, image, selection)
-    page = render.page(features, image, selection)
-    return (page.conv1_before, page.conv1_after, page.conv2_before, page.conv2_after, field, panel, selection)
-
-
-def _on_select(model: CNN, layer: str):
-    """``select_cell`` for one picture. A closure, not a partial: Gradio finds the
-    ``gr.SelectData`` parameter by the handler's own annotations."""
-    def on_select(image, evt: gr.SelectData) -> tuple:
-        return select_cell(model, layer, image, evt)
-    return on_select
+    return page + (link.canvas(page[-1], CANVAS),)
 
 
 def _features_or_empty(model: CNN, value):
@@ -346,11 +291,6 @@ def evidence_api(model: CNN, value, digit=None) -> dict:
 
 def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
     """The page for ``model`` (eval mode), with its queue set. ``card``: its weights card, for the footer."""
-    def picture(label: str, height: int, clickable: bool = False, **kw) -> gr.Image:
-        return serving.Picture(label=label, height=height, format="png", type="pil", interactive=False,
-                        buttons=["fullscreen"], elem_classes=["crisp", "clickable"] if clickable else ["crisp"],
-                        **kw)
-
     # No delete_cache: cnn/serving.py's sweep is the one owner of the cache, files and records together.
     with gr.Blocks(title="Draw a digit: inside an MNIST CNN") as demo:
         gr.Markdown(INTRO, elem_id="intro")
@@ -371,43 +311,23 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
                                       label="Or load a real MNIST test digit", samples_per_page=len(EXAMPLES),
                                       elem_id="examples")
             with gr.Column(scale=2, min_width=200):
-                net_input = picture("② What the network receives: 28×28", 270,
-                                    placeholder="Draw a digit", elem_id="network-input")
-                picture("conv1's 16 learned 5×5 filters", 260, value=render.filters(model.conv1[0].weight),
-                        elem_id="filters")
+                gr.HTML(NETWORK_INPUT_HTML, elem_id="network-input")  # drawn by maps.js
+                serving.Picture(label="conv1's 16 learned 5×5 filters", height=260, format="png", type="pil",
+                                interactive=False, buttons=["fullscreen"], elem_classes=["crisp"],
+                                value=render.filters(model.conv1[0].weight), elem_id="filters")
             with gr.Column(scale=3, min_width=240):
                 label = AnswerLabel(value=EMPTY, num_top_classes=10, label="What the network decides",
                                  elem_id="prediction")
         gr.Markdown(INSIDE)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=300):
-                with gr.Row(equal_height=False):
-                    conv1_before = picture("③ conv1 + ReLU: 16 maps, 28×28 (dots: what pooling keeps)", 530,
-                                           min_width=300, elem_id="conv1-before", clickable=True)
-                    conv1_after = picture("④ after 2×2 max-pooling: 16 maps, 14×14", 530,
-                                          min_width=300, elem_id="conv1-after", clickable=True)
-                gr.Markdown(INSIDE_2)
-                with gr.Row(equal_height=False):
-                    conv2_before = picture("⑤ conv2 + ReLU: 32 maps, 14×14 (dots: what pooling keeps)", 310,
-                                           min_width=300, elem_id="conv2-before", clickable=True)
-                    conv2_after = picture("⑥ after 2×2 max-pooling: 32 maps, 7×7 → linear → probabilities",
-                                          310, min_width=300, elem_id="conv2-after", clickable=True)
-            with gr.Column(scale=2, min_width=300, elem_id="inspector-col"):
-                field = picture("Where the inspected cell looks (green) in the 28×28 input", 250,
-                                elem_id="receptive-field")
-                panel = gr.HTML(explain.NO_DRAWING, elem_id="inspector")
-        gr.Markdown(EVIDENCE)
-        with gr.Row(equal_height=False):
-            why = picture("Evidence per position: for the answer | answer minus runner-up", 290,
-                          min_width=300, scale=3, elem_id="evidence")
-            why_text = gr.HTML("", elem_id="evidence-text", min_height=0)
+        # ②-⑦ and the inspector: one value a drawing (cnn/payload.py), drawn by the browser
+        # (cnn/web/maps.js); the weights and colour scales come once, with the page.
+        maps = gr.HTML(None, html_template=MAPS_HTML, js_on_load=MAPS_JS, elem_id="maps", padding=False,
+                       network=payload.weights(model), look=payload.look())
         gr.Markdown(_footer(model, card))
 
-        # The session's own state: its current 28x28 input (so a click needs no re-upload of the
-        # drawing) and the inspected cell (kept across strokes). Dropped with the session.
-        drawing, selection = gr.State(None), gr.State(None)
-        outputs = [label, net_input, conv1_before, conv1_after, conv2_before, conv2_after, answer, field,
-                   panel, why, why_text, drawing]
+        # The session's own state: its current 28x28 input (what "Link to this drawing" encodes).
+        drawing = gr.State(None)
+        outputs = [label, answer, maps, drawing]
         # Live: after every stroke and on Clear. The pad sends its images with `accept_blobs`
         # first; the event reads them from there (`stroke`) rather than taking the pad as an
         # input, which would make the front end upload them six more times (see
@@ -422,22 +342,17 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         stale = gr.Checkbox(visible=False, label="stale")
         clears = gr.Number(0, visible="hidden", label="clears")
         sketch.clear(None, None, clears, js=CLEARED_JS)
-        gr.on([sketch.change, clears.change], partial(stroke, model, sketch), [selection, stale], [*outputs, notice],
+        gr.on([sketch.change, clears.change], partial(stroke, model, sketch), [stale], [*outputs, notice],
               js=STALE_JS, api_visibility="private", trigger_mode="always_last", show_progress="hidden",
               concurrency_id="cnn")
         # An example: the page is computed from its file, then the browser puts the digit on the
         # canvas (CANVAS_JS, as for a link below).
         linked = serving.Picture(visible=False, type="pil", format="png")
-        examples.click(partial(example, model), examples, [*outputs, selection, linked], api_visibility="private",
+        examples.click(partial(example, model), examples, [*outputs, linked], api_visibility="private",
                        show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
         # The page's undocumented /update endpoint: what a stroke computes, for a sketch value.
-        gr.on(triggers=[], fn=partial(update, model), inputs=[sketch, selection], outputs=outputs, api_name="update",
+        gr.on(triggers=[], fn=partial(update, model), inputs=[sketch], outputs=outputs, api_name="update",
               api_visibility="undocumented", concurrency_id="cnn")
-        grids = [conv1_before, conv1_after, conv2_before, conv2_after]
-        for name, grid in zip(inspector.LAYERS, grids):  # a click or tap on a map: inspect that cell
-            grid.select(_on_select(model, name), drawing, [*grids, field, panel, selection],
-                        api_visibility="private", show_progress="hidden", concurrency_id="cnn",
-                        trigger_mode="always_last").then(None, js=SHOW_INSPECTOR_JS)
         # The public API: the same sketch value in, the ten probabilities out. No trigger on
         # the page (the page gets its label from `update`, so each stroke runs the model once).
         gr.on(triggers=[], fn=partial(predict, model), inputs=sketch, outputs=label,
@@ -451,11 +366,12 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
               outputs=json_out, api_name="inspect", concurrency_id="cnn")
         gr.on(triggers=[], fn=partial(evidence_api, model), inputs=[sketch, digit_in], outputs=json_out,
               api_name="evidence", concurrency_id="cnn")
-        # A link to the drawing: the server turns the session's input into a query string, the
-        # browser puts its own address in front (localhost, gradio.live, a Space) and copies it.
-        query = gr.Textbox(visible=False)
-        share.click(make_link, [drawing, selection], query, api_visibility="private", show_progress="hidden",
-                    concurrency_id="cnn").success(None, query, share_link, js=LINK_JS)
+        # A link to the drawing: the server turns the session's input and the cell pinned in the
+        # browser (PINNED_JS) into a query string, the browser puts its own address in front
+        # (localhost, gradio.live, a Space) and copies it.
+        query, pinned = gr.Textbox(visible=False), gr.Textbox(visible=False, label="pinned cell")
+        share.click(make_link, [drawing, pinned], query, js=PINNED_JS, api_visibility="private",
+                    show_progress="hidden", concurrency_id="cnn").success(None, query, share_link, js=LINK_JS)
         # Opening a link: the page from the link's drawing, then the drawing onto the canvas by a
         # browser-side step (a server event with the pad as an output would make the pad upload
         # its images on every later event's status update, see `stroke`).
@@ -465,7 +381,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         # used to fill the queue with load events that did nothing).
         link_query = gr.Textbox(visible=False, label="link query")
         demo.load(None, None, link_query, js=LINK_QUERY_JS)
-        link_query.change(partial(open_query, model), link_query, [*outputs, linked, selection, notice],
+        link_query.change(partial(open_query, model), link_query, [*outputs, linked, notice],
                           api_visibility="private", show_progress="hidden", concurrency_id="cnn",
                           ).success(None, linked, sketch, js=CANVAS_JS)
         demo.load(None, js=ARM_BRUSH_JS)

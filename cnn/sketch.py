@@ -75,7 +75,7 @@ ARM_BRUSH_JS = """
 # inside the pad resets, and each page event sends the flag with it ("stale": the pad has been
 # cleared since its last stroke, so the event shows the empty page, never the old drawing).
 CLEARED_JS = "() => { window.cnnCleared = true; return (window.cnnClears = (window.cnnClears || 0) + 1); }"
-STALE_JS = "(selection, stale) => [selection, window.cnnCleared === true]"
+STALE_JS = "(stale) => [window.cnnCleared === true]"
 
 
 TITLE = "Cannot read this drawing"

@@ -19,10 +19,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import app
-from cnn import confidence, inspector, render
+from cnn import confidence, explain, inspector, payload, render
 from cnn.features import extract
 from cnn.preprocess import prepare
-from test_render import bar_numbers, printed
 
 EXAMPLES = app.EXAMPLES
 
@@ -121,29 +120,11 @@ def test_predict_a_blank_canvas_is_the_empty_result(client, tmp_path):
     assert result["label"] == app.EMPTY and not result.get("confidences")
 
 
-def test_page_update_endpoint_returns_every_picture(client, tmp_path):
-    """The (undocumented) endpoint the page calls on every stroke: label + five pictures."""
-    background, layer, composite = drawn_seven()
-    label, *pictures = client.predict(sketch_payload(tmp_path, background, [layer], composite),
-                                      api_name="/update")[:6]
-    check_probabilities(label, 7)
-    sizes = [Image.open(p).size for p in pictures]
-    assert sizes == [(224, 224), render.grid_size(16, 28, render.CONV1_CELL, render.CONV1_COLS),
-                     render.grid_size(16, 14, 2 * render.CONV1_CELL, render.CONV1_COLS),
-                     render.grid_size(32, 14, render.CONV2_CELL, render.CONV2_COLS),
-                     render.grid_size(32, 7, 2 * render.CONV2_CELL, render.CONV2_COLS)]
-
-
-# ---------------------------------------------------------------- the pictures the page serves
+# ---------------------------------------------------------------- the value the page draws from
 # One /update call on a drawn 7 (as the page sends it: background, stroke layer, composite) feeds
 # every check below; the expected numbers are the model's own activations for the same drawing.
 
 PALETTE = np.asarray(render.ACTIVATION_PALETTE, np.uint8).reshape(256, 3)
-LAYERS = {  # name: (maps, side before pooling, cell px before pooling, tiles across)
-    "conv1": (16, 28, render.CONV1_CELL, render.CONV1_COLS),
-    "conv2": (32, 14, render.CONV2_CELL, render.CONV2_COLS),
-}
-PICTURE = {"conv1": (1, 2), "conv2": (3, 4)}  # positions of (before, after) in the served pictures
 
 
 class ModelCalls:
@@ -169,14 +150,65 @@ class ModelCalls:
 def served(client, shipped_model, tmp_path_factory):
     """The page's answer for a drawn 7, through /update, beside what the model computes for it."""
     background, layer, composite = drawn_seven()
-    payload = sketch_payload(tmp_path_factory.mktemp("served"), background, [layer], composite)
+    sketch = sketch_payload(tmp_path_factory.mktemp("served"), background, [layer], composite)
     with ModelCalls(shipped_model) as calls:
-        label, *paths = client.predict(payload, api_name="/update")[:6]
-    value = {"background": np.asarray(background), "layers": [np.asarray(layer)],
-             "composite": np.asarray(composite)}  # what the Sketchpad (numpy, RGBA) hands over
-    prepared = prepare(value)
-    return SimpleNamespace(label=label, pictures=[Image.open(p) for p in paths], calls=calls,
+        label, answer, value = client.predict(sketch, api_name="/update")[:3]
+    drawing = {"background": np.asarray(background), "layers": [np.asarray(layer)],
+               "composite": np.asarray(composite)}  # what the Sketchpad (numpy, RGBA) hands over
+    prepared = prepare(drawing)
+    return SimpleNamespace(label=label, answer=answer, value=value, maps=payload.decode(value), calls=calls,
                            prepared=prepared, features=extract(shipped_model, prepared.tensor))
+
+
+def test_the_page_runs_the_model_once_per_update(served):
+    assert (served.calls.model_calls, served.calls.conv1_calls) == (1, 1)
+
+
+def test_served_label_is_the_models_answer(served, shipped_model):
+    check_probabilities(served.label, 7)
+    expected = confidence.answer(shipped_model, served.features.logits).probabilities
+    np.testing.assert_allclose(table(served.label), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(served.value["probabilities"], expected, rtol=0, atol=1e-9)
+    assert served.value["digit"] == 7 and served.value["ranked"] == served.features.ranked()
+
+
+def table(result: dict) -> list[float]:
+    """The ten confidences of a served label, in digit order."""
+    got = {c["label"]: c["confidence"] for c in result["confidences"]}
+    assert sorted(got) == [str(d) for d in range(10)]
+    return [got[str(d)] for d in range(10)]
+
+
+def test_served_value_is_the_models_activations_bit_for_bit(served):
+    """What the browser draws from: the network input, every layer, the kept cells and the
+    evidence maps, exactly (float32) as the model computed them for this drawing."""
+    f, m = served.features, served.maps
+    np.testing.assert_array_equal(m["input"], served.prepared.image)
+    for layer in inspector.LAYERS:
+        np.testing.assert_array_equal(m[layer], inspector.layer_map(f, layer).numpy(), err_msg=layer)
+    for block, pool in ((f.conv1, "pool1"), (f.conv2, "pool2")):  # the kept cell of each window, as a place
+        c, h, w = block.kept.shape
+        won = np.zeros((c, h, w), bool)
+        places = m["kept"][pool]
+        rows, cols = np.meshgrid(np.arange(h // 2), np.arange(w // 2), indexing="ij")
+        for ch in range(c):
+            won[ch, 2 * rows + places[ch] // 2, 2 * cols + places[ch] % 2] = True
+        np.testing.assert_array_equal(won, block.kept.numpy(), err_msg=pool)
+
+
+def test_served_evidence_maps_are_the_per_position_sums(served, shipped_model):
+    pooled = served.features.conv2.after.numpy().astype(np.float64)
+    weight = shipped_model.out.weight.detach().numpy().astype(np.float64).reshape(10, 32, 7, 7)
+    expected = (weight * pooled[None]).sum(1)  # (10, 7, 7), an independent float64 sum
+    np.testing.assert_allclose(served.maps["evidence"], expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(served.maps["evidence"].sum((1, 2)) + shipped_model.out.bias.detach().numpy(),
+                               served.features.logits.numpy(), rtol=0, atol=1e-4)
+
+
+def test_served_value_opens_the_inspector_on_the_strongest_vote_and_fits_the_budget(served, shipped_model):
+    assert served.value["default"] == list(inspector.strongest_vote(shipped_model, served.features))
+    assert served.value["pinned"] is None
+    assert len(json.dumps(served.value)) <= 60_000  # the issue's budget per stroke on the wire
 
 
 def rgb(im: Image.Image) -> np.ndarray:
@@ -206,122 +238,6 @@ def legend_rgb(width: int, lo: float, hi: float, key: bool, palette=render.ACTIV
     """The colour bar strip a picture of ``width`` px on the scale [lo, hi] must end with."""
     return rgb(render.image(render.legend(width, lo, hi, key=key), palette))
 
-
-def test_the_page_runs_the_model_once_per_update(served):
-    assert (served.calls.model_calls, served.calls.conv1_calls) == (1, 1)
-
-
-def test_served_label_is_the_models_answer(served, shipped_model):
-    probabilities = confidence.answer(shipped_model, served.features.logits).probabilities  # calibrated
-    confidences = {c["label"]: c["confidence"] for c in served.label["confidences"]}
-    assert served.label["label"] == str(int(np.argmax(probabilities))) == "7"
-    np.testing.assert_allclose([confidences[str(d)] for d in range(10)], probabilities, rtol=0, atol=1e-6)
-
-
-def table(result: dict) -> list[float]:
-    """A served label's ten confidences, in digit order."""
-    confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
-    assert sorted(confidences) == [str(d) for d in range(10)]
-    return [confidences[str(d)] for d in range(10)]
-
-
-def test_served_network_input_is_the_prepared_tensor(served):
-    picture = rgb(served.pictures[0])
-    c = render.INPUT_CELL
-    assert picture.shape == (28 * c, 28 * c, 3)
-    blocks = picture.reshape(28, c, 28, c, 3)
-    assert (blocks == blocks[:, :1, :, :1]).all()  # each input pixel one solid grey square
-    assert (blocks[..., 0] == blocks[..., 1]).all() and (blocks[..., 0] == blocks[..., 2]).all()
-    expected = (served.prepared.tensor[0, 0] * 255).round().to(torch.uint8).numpy()  # ink high: white
-    np.testing.assert_array_equal(blocks[:, 0, :, 0, 0], expected)
-
-
-POOLED = {"conv1": ("conv1", "pool1"), "conv2": ("conv2", "pool2")}  # (before, after) in the inspector's names
-
-
-def ring(shape: tuple[int, int], box: tuple[int, int, int, int], width: int = 2) -> np.ndarray:
-    """The ``width``-px ring just outside a (top, left, bottom, right) pixel box, as a mask."""
-    top, left, bottom, right = box
-    mask = np.zeros(shape, bool)
-    mask[max(0, top - width):bottom + width, max(0, left - width):right + width] = True
-    mask[top:bottom, left:right] = False
-    return mask
-
-
-@pytest.mark.parametrize("layer", LAYERS)
-def test_served_maps_are_the_models_activations_on_the_layers_one_scale(served, shipped_model, layer):
-    """Every cell of every tile, before and after pooling, decoded through the palette back to a
-    value, is the model's activation within one colour step of the scale [0, layer's maximum].
-    Nothing is selected yet, so the inspector shows the cell that voted most for the answer: that
-    cell, and no other pixel, is framed in green in its grid (the frame is not a value)."""
-    block = getattr(served.features, layer)
-    n, side, cell, cols = LAYERS[layer]
-    hi = float(block.before.max())
-    assert hi > 0
-    step = hi / (render.LEVELS - 1)
-    span = render.dot_span(cell)
-    shown_layer, *shown = inspector.strongest_vote(shipped_model, served.features)
-    for name, pos, maps, s, c in ((POOLED[layer][0], PICTURE[layer][0], block.before, side, cell),
-                                  (POOLED[layer][1], PICTURE[layer][1], block.after, side // 2, 2 * cell)):
-        picture = rgb(served.pictures[pos])
-        assert picture.shape[:2] == render.grid_size(n, s, c, cols)[::-1]
-        framed = np.zeros(picture.shape[:2], bool)
-        if name == shown_layer:
-            framed = ring(picture.shape[:2], render.cell_box(*shown, s, c, cols))
-        green = (picture == render.RGB_HIGHLIGHT).all(-1)
-        np.testing.assert_array_equal(green, framed, err_msg=f"{name}: the frame is not around the inspected cell")
-        px = cells(picture[: -render.LEGEND_H], n, s, c, cols)
-        hidden = cells(np.repeat(framed[: -render.LEGEND_H, :, None], 3, -1), n, s, c, cols)[..., 0]
-        solid = np.ones((c, c), bool)
-        if pos == PICTURE[layer][0]:
-            solid[span, span] = False  # the dot's square
-        seen = solid & ~hidden  # (n, s, s, c, c): a cell's own colour shows there
-        first = seen.reshape(*seen.shape[:3], -1).argmax(-1)  # a pixel of each cell under no dot, no frame
-        body = np.take_along_axis(px.reshape(*px.shape[:3], -1, 3), first[..., None, None], 3)[:, :, :, 0]
-        assert seen.any((-2, -1)).all()
-        assert ((px == body[:, :, :, None, None]).all(-1) | ~seen).all(), f"{layer}: a cell is not one colour"
-        values = nearest(body, render.ACTIVATION_SCALE) * step
-        np.testing.assert_allclose(values, maps.numpy(), rtol=0, atol=step * 1.001,
-                                   err_msg=f"{layer} picture {pos}: colours are not the activations")
-
-
-@pytest.mark.parametrize("layer", LAYERS)
-def test_served_colour_bars_show_the_layers_real_maximum(served, layer):
-    """Both pictures of a layer end with the same colour bar, 0 to the layer's largest activation:
-    the numbers at its ends, read from the pixels, are "0" and that maximum to 3 significant digits."""
-    hi = float(getattr(served.features, layer).before.max())
-    assert 1e-2 <= hi < 1e4  # written without an exponent
-    before, after = (rgb(served.pictures[i]) for i in PICTURE[layer])
-    for picture in (before, after):
-        left, right = bar_numbers(picture[-render.LEGEND_H:])
-        np.testing.assert_array_equal(left, printed("0"))
-        np.testing.assert_array_equal(right, printed(f"{hi:.3g}"), err_msg=f"{layer}: the bar's top is not {hi:.3g}")
-    width = before.shape[1]
-    np.testing.assert_array_equal(before[-render.LEGEND_H:], legend_rgb(width, 0.0, hi, key=True))
-    np.testing.assert_array_equal(after[-render.LEGEND_H:], legend_rgb(width, 0.0, hi, key=False))
-
-
-@pytest.mark.parametrize("layer", LAYERS)
-def test_served_dots_mark_the_kept_cells_bright_where_the_window_has_a_visible_winner(served, layer):
-    """A dot on exactly the cell each 2x2 window kept: bright where the window's four colours
-    span at least 1/30 of the scale (LEVELS // 30 colour levels), dim where they look flat."""
-    flat = render.LEVELS // 30  # the stated rule, not the module's constant
-    block = getattr(served.features, layer)
-    n, side, cell, cols = LAYERS[layer]
-    span = render.dot_span(cell)
-    px = cells(rgb(served.pictures[PICTURE[layer][0]])[: -render.LEGEND_H], n, side, cell, cols)
-    body = px[:, :, :, 0, 0]
-    dot = px[:, :, :, span.start, span.start]
-    assert (px[:, :, :, span, span] == dot[:, :, :, None, None]).all()  # the dot is one square
-    levels = nearest(body, render.ACTIVATION_SCALE)
-    windows = levels.reshape(n, side // 2, 2, side // 2, 2)
-    spread = windows.max(axis=(2, 4)) - windows.min(axis=(2, 4))
-    bright = np.repeat(np.repeat(spread >= flat, 2, 1), 2, 2)
-    kept = block.kept.numpy()
-    expected = np.where(kept[..., None], np.where(bright[..., None], PALETTE[render.KEPT], PALETTE[render.KEPT_DIM]),
-                        body)
-    np.testing.assert_array_equal(dot, expected, err_msg=f"{layer}: dots")
-    assert (kept & bright).any() and (kept & ~bright).any()  # both kinds are on this drawing
 
 
 def served_filters(client) -> Image.Image:
@@ -395,13 +311,13 @@ def test_update_runs_one_preprocess_and_one_forward_pass(shipped_model, monkeypa
         out = app.update(shipped_model, {"background": None, "layers": [], "composite": np.asarray(composite)})
     assert calls == {"prepare": 1} and (model.model_calls, model.conv1_calls) == (1, 1)
     assert max(out[0], key=out[0].get) == "7" and len(out[0]) == 10
-    assert all(isinstance(im, Image.Image) for im in out[1:6])
+    assert out[2]["digit"] == 7 and out[3].shape == (28, 28)
 
 
 @pytest.mark.parametrize("value", [None, "blank"], ids=["none", "blank"])
 def test_blank_input_gives_the_empty_page(shipped_model, value):
     value = blank() if value == "blank" else value
-    assert app.update(shipped_model, value)[:6] == (app.EMPTY, None, None, None, None, None)
+    assert app.update(shipped_model, value) == (app.EMPTY, explain.answer(None), None, None)
     assert app.predict(shipped_model, value) == app.EMPTY
 
 

@@ -234,13 +234,13 @@ def test_the_page_labels_a_drawn_non_digit_not_a_digit_and_keeps_the_ten_calibra
                           api_name="/update")
     assert page[0]["label"] == explain.NOT_A_DIGIT
     check_calibrated(page[0], *doodle_p)
-    assert all(picture is not None for picture in page[1:6])  # network input, conv1/conv2 before and after pooling
-    line, = [o for o in page if isinstance(o, str) and "class='answer'" in o]
+    assert page[2]["blob"] and page[2]["not_a_digit"] is True  # every map still drawn, from the value
+    line = page[1]
     assert explain.NOT_A_DIGIT in line and explain.NOT_A_DIGIT_REASON in line and "data-digit=''" in line
-    assert page[10].startswith(f"<p><b>{explain.NOT_A_DIGIT}</b> Every digit scores low")  # the evidence words
+    assert page[2]["words"].startswith(f"<p><b>{explain.NOT_A_DIGIT}</b> Every digit scores low")  # the evidence words
     page = client.predict({"background": handle_file(str(three)), "layers": [],
                            "composite": handle_file(str(three))}, api_name="/update")
-    assert page[0]["label"] == "3" and explain.NOT_A_DIGIT not in page[6] + page[10]  # a digit: as before
+    assert page[0]["label"] == "3" and explain.NOT_A_DIGIT not in page[1] + page[2]["words"]  # a digit: as before
     check_calibrated(page[0], *three_p)
 
 

@@ -99,11 +99,11 @@ def test_the_page_opens_a_link_with_its_drawing_cell_and_canvas(shipped_model):
     assert len(passes) == 1  # the cell is checked on the same forward pass the page shows
     label, *_ = out
     assert max(label, key=label.get) == app.EXAMPLES[0].stem[-1]
-    assert out[13] == ("conv1", 3, 4, 5) and out[14] == ""  # the cell, and no notice
-    assert "data-layer='conv1' data-channel='3' data-row='4' data-col='5'" in out[8]
-    assert out[12].size == (app.CANVAS, app.CANVAS)
+    assert out[2]["pinned"] == ["conv1", 3, 4, 5] and out[5] == ""  # the cell the browser inspects, no notice
+    np.testing.assert_array_equal(out[3], image)  # the session's drawing: what the next "link" encodes
+    assert out[4].size == (app.CANVAS, app.CANVAS)
     no_link = app.open_link(shipped_model, type("Request", (), {"query_params": {}}))
-    assert no_link == (gr.skip(),) * 15  # no link: the page as it loads
+    assert no_link == (gr.skip(),) * 6  # no link: the page as it loads
 
 
 def good() -> str:
@@ -201,9 +201,9 @@ def test_a_bad_cell_parameter_is_refused(cell):
         "too long"])
 def test_a_bad_link_opens_the_empty_page_with_one_notice(shipped_model, query, says):
     out = app.open_link(shipped_model, type("Request", (), {"query_params": query}))
-    assert len(out) == 15 and out[:14] == (gr.skip(),) * 14  # nothing drawn, nothing inspected
-    assert "Here is an empty page to draw on." in out[14] and "Traceback" not in out[14]
-    assert says in out[14] and out[14].count("<p>") == 1
+    assert len(out) == 6 and out[:5] == (gr.skip(),) * 5  # nothing drawn, nothing inspected
+    assert "Here is an empty page to draw on." in out[5] and "Traceback" not in out[5]
+    assert says in out[5] and out[5].count("<p>") == 1
 
 
 def test_decoding_many_bad_links_keeps_memory_flat():
