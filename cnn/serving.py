@@ -14,8 +14,7 @@
                  dropped (Gradio would write them into the page's root).
   state routes   polling an unknown session or event, joining with an unknown ``fn_index``, with
                  one the browser runs itself (a js step: Gradio would decode its inputs and then
-                 fail), a click without a position of two finite numbers, or a call whose body
-                 lacks its inputs: a 4xx with one escaped log line, never a traceback.
+                 fail), or a call whose body lacks its inputs: a 4xx with one escaped log line, never a traceback.
   fairness       per session: ``MAX_EVENTS_PER_SESSION`` events queued or running,
                  ``MAX_STREAMS_PER_SESSION`` streams; per client address: ``MAX_EVENTS_PER_ADDRESS``,
                  a request rate, a new-session rate (before Gradio creates a session's state) and
@@ -539,9 +538,6 @@ class Guard:
         if step.fn is None:  # a step the browser runs (js): nothing to run here,
             # and Gradio would still decode its inputs first
             return _json(422, f"fn_index {fn_index} runs in the browser only; it has nothing to run here.")
-        if any(event == "select" for _, event in step.targets) and not _has_index(join.get("event_data")):
-            return _json(422, f"fn_index {fn_index} is a click on a picture: send the clicked position "
-                              '("event_data": {"index": [x, y], ...}: two finite numbers).')
         session, address = join.get("session_hash"), _address(scope)
         if not isinstance(session, str) or not session:
             return None  # Gradio's own 400
@@ -675,16 +671,6 @@ def _form_fields(body: bytes, boundary: bytes) -> dict[str, str]:
 
 def _json_fields(body: bytes) -> dict[str, str]:
     return {k: str(v) for k, v in _json_object(body).items() if k != "data"}
-
-
-def _has_index(event_data) -> bool:
-    """Whether a queue join's ``event_data`` carries what a click event needs: an ``index`` of two
-    finite numbers (anything else made Gradio's handler raise: a traceback and a bare error)."""
-    import math
-
-    index = event_data.get("index") if isinstance(event_data, dict) else None
-    return (isinstance(index, list) and len(index) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e6 for v in index))
 
 
 def _replay(body: bytes, receive):

@@ -576,3 +576,142 @@ def test_a_plain_page_open_asks_the_server_nothing(browser, served_app):
         assert len(joins) >= 1
     finally:
         pg.close()
+
+
+# ---------------------------------------------------------------- the browser's numbers are the model's
+
+READ_INSPECTOR_JS = """() => {  // every number the inspector shows, by what it is
+  const box = document.getElementById('inspector'), n = (t) => Number(t.trim().replace('\\u2212', '-'));
+  const h = box.querySelector('h3'), out = {layer: h.dataset.layer, channel: +h.dataset.channel,
+    row: +h.dataset.row, col: +h.dataset.col, value: n(h.querySelector('b[data-value]').textContent)};
+  const field = /input rows (\\d+)–(\\d+), columns (\\d+)–(\\d+)/g;
+  out.fields = [...box.textContent.matchAll(field)].map((m) => [+m[1], +m[3], +m[2] + 1, +m[4] + 1]);
+  for (const t of box.querySelectorAll('table[data-table]'))
+    out[t.dataset.table] = [...t.querySelectorAll('tr')].map((r) => [...r.querySelectorAll('td')].map((c) => n(c.textContent)));
+  const span = (k) => box.querySelector(`[data-${k}]`);
+  if (span('sum')) for (const k of ['sum', 'bias', 'pre', 'relu']) out[k] = n(span(k).textContent);
+  out.terms = [...box.querySelectorAll('tr[data-term]')].map((r) => [+r.dataset.term, n(r.lastElementChild.textContent)]);
+  out.votes = [...box.querySelectorAll('tr[data-digit]')].map((r) => n(r.lastElementChild.textContent));
+  const kept = span('kept');
+  if (kept) out.kept = kept.dataset.kept.split(',').map(Number);
+  out.won = [...box.querySelectorAll('td.won')].map((c) => [+c.dataset.i, +c.dataset.j]);
+  return out;
+}"""
+
+PIXEL_JS = """([sel, cells]) => {  // the colour drawn at each cell, where the kept-cell dot would be
+  const c = document.querySelector(sel), g = c._g, k = window.devicePixelRatio || 1;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  return cells.map(([ch, r, q]) => {
+    const t = ch, ox = (t % g.tileCols) * (g.w * g.cell + g.gap), oy = Math.floor(t / g.tileCols) * (g.h * g.cell + g.label + g.gap) + g.label;
+    const x0 = Math.round((ox + q * g.cell) * k), x1 = Math.round((ox + (q + 1) * g.cell) * k);
+    const y0 = Math.round((oy + r * g.cell) * k), y1 = Math.round((oy + (r + 1) * g.cell) * k);
+    const s = Math.max(1, Math.round((x1 - x0) / 2));
+    const x = x0 + Math.floor((x1 - x0 - s) / 2), y = y0 + Math.floor((y1 - y0 - s) / 2), i = (y * c.width + x) * 4;
+    return [d[i], d[i + 1], d[i + 2]];
+  });
+}"""
+
+
+def close(shown, expected, what) -> None:
+    """A number as printed (3 decimals) against the model's: within one unit of the last digit."""
+    import numpy as np
+
+    shown, expected = np.asarray(shown, float), np.asarray(expected, float)
+    assert shown.shape == expected.shape, (what, shown.shape, expected.shape)
+    assert np.abs(shown - expected).max() <= 0.001 + 1e-9, (what, shown, expected)
+
+
+def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(page, served_app, shipped_model):
+    """32 random cells, 8 of each layer, pointed at with the mouse on an example digit: every number
+    the browser's inspector prints equals /inspect's for that cell (the value, the conv1 patch,
+    filter and products, conv2's 16 channel terms, the sum, bias, pre-activation and ReLU, the
+    pooling window with its marked winner, the class votes, the receptive fields); and the colour
+    drawn at every cell of the four grids is its activation on the layer's scale (or the kept-cell
+    dot, bright or dim, where pooling kept it)."""
+    import random
+
+    import numpy as np
+    from gradio_client import Client, handle_file
+
+    from cnn import inspector, render
+    from cnn.features import extract
+    from cnn.preprocess import prepare
+
+    path = next(p for p in app.EXAMPLES if p.stem.endswith("_2"))
+    page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
+    expect_digit(page, "2")
+    client = Client(served_app, verbose=False)
+    value = {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))}
+    rng = random.Random(20)
+    for elem_id, layer in GRIDS.items():
+        c, h, w = (16, 28, 28) if layer == "conv1" else (16, 14, 14) if layer == "pool1" else \
+            (32, 14, 14) if layer == "conv2" else (32, 7, 7)
+        for _ in range(8):
+            cell = (rng.randrange(c), rng.randrange(h), rng.randrange(w))
+            page.mouse.move(*cell_point(page, elem_id, layer, *cell))
+            shown = page.evaluate(READ_INSPECTOR_JS)
+            want = client.predict(value, layer, *cell, api_name="/inspect")
+            assert (shown["layer"], shown["channel"], shown["row"], shown["col"]) == (layer, *cell)
+            close(shown["value"], want["value"], "value")
+            assert shown["fields"][0] == want["receptive_field"], (shown["fields"], want["receptive_field"])
+            if layer.startswith("conv"):
+                close([shown[k] for k in ("bias", "pre", "relu")],
+                      [want["bias"], want["pre_activation"], want["value"]], "bias, pre-activation, ReLU")
+                assert shown["relu"] == max(shown["pre"], 0) or abs(shown["pre"]) < 0.001
+            if layer == "conv1":
+                for k in ("patch", "weights", "products"):
+                    close(shown[k], want[k], k)
+                close(shown["sum"], sum(map(sum, want["products"])), "sum")
+            elif layer == "conv2":
+                terms = dict(shown["terms"])
+                assert sorted(terms) == list(range(16))
+                close([terms[k] for k in range(16)], want["channel_terms"], "channel terms")
+                close(shown["sum"], sum(want["channel_terms"]), "sum")
+                assert [abs(t) for _, t in shown["terms"]] == sorted((abs(t) for _, t in shown["terms"]), reverse=True)
+            else:
+                close(shown["window"], want["window"], "window")
+                top, left = want["window_origin"]
+                assert shown["kept"] == want["kept"] and shown["won"] == [[want["kept"][0] - top, want["kept"][1] - left]]
+                won = np.unravel_index(int(np.argmax(want["window"])), (2, 2))  # the marked winner is the maximum
+                assert want["window"][won[0]][won[1]] == max(map(max, want["window"]))
+                assert shown["fields"][1] == want["kept_receptive_field"]
+            if layer == "pool2":
+                close(shown["votes"], want["class_terms"], "class votes")
+                weight = shipped_model.out.weight.detach().view(10, 32, 7, 7)[:, cell[0], cell[1], cell[2]]
+                close(shown["votes"], (weight.double() * want["value"]).numpy(), "W_out[c] * value")
+
+    # the colours: every cell of every grid, read back from the canvases
+    f = extract(shipped_model, prepare(str(path)).tensor)
+    for elem_id, layer in GRIDS.items():
+        maps = inspector.layer_map(f, layer).numpy()
+        block = f.conv1 if layer in ("conv1", "pool1") else f.conv2
+        hi = render.scale_max(block)
+        cells = [(ch, r, q) for ch in range(maps.shape[0]) for r in range(maps.shape[1]) for q in range(maps.shape[2])]
+        got = np.array(page.evaluate(PIXEL_JS, [f"#{elem_id} canvas.grid", cells]), int).reshape(*maps.shape, 3)
+        want = render.ACTIVATION_SCALE[render.levels(maps, 0, hi)].astype(int)
+        if layer.startswith("conv"):
+            kept = block.kept.numpy()
+            dot = np.isin(got.reshape(-1, 3), [render.RGB_KEPT, render.RGB_KEPT_DIM]).all(-1).reshape(maps.shape)
+            np.testing.assert_array_equal(dot, kept, err_msg=f"{layer}: the dots are the kept cells")
+            got, want = got[~kept], want[~kept]
+        np.testing.assert_array_equal(got, want, err_msg=f"{layer}: colours")
+
+
+def test_strokes_write_no_file(page):
+    """Two strokes and Clears: not one file appears under the app's cache ($GRADIO_TEMP_DIR): the
+    maps are drawn in the browser from the stroke's value (its size: tests/test_app.py)."""
+    import os
+    from pathlib import Path
+
+    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    files = lambda: {p for p in cache.rglob("*") if p.is_file()}  # noqa: E731
+    clear(page)
+    expect_empty(page)
+    before = files()
+    for strokes, digit in ((SEVEN, "7"), (ONE, "1")):
+        ready_to_draw(page)
+        draw(page, strokes)
+        expect_digit(page, digit)
+        clear(page)
+        expect_empty(page)
+    assert files() - before == set(), sorted(files() - before)[:5]

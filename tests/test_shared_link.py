@@ -182,20 +182,12 @@ def test_a_session_holds_at_most_three_events(server):
 
 # ---------------------------------------------------------------- 4: logs
 
-def test_log_lines_cannot_be_forged_or_flooded_and_bad_click_positions_get_a_sentence(server):
+def test_log_lines_cannot_be_forged_or_flooded(server):
     start = len(server.log_text())
     forged = "/gradio_api/custom_component/x/client/js/" + "a" * 3000 + "%0AINFO: forged line"
     with visitor(server, 50) as c:
         for _ in range(20):
             assert c.get(forged).status_code == 404
-        events = c.get("/config").json()["dependencies"]
-        clicks = [e["id"] for e in events if any(t[1] == "select" for t in e["targets"])]
-        assert clicks
-        for index in (["a", "b"], "NaN", "Infinity", {"x": 1}, [1, 2, 3], [True, False], None):
-            body = json.dumps({"data": [None], "fn_index": clicks[0], "session_hash": "clicker",
-                               "event_data": {"index": index}}).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
-            r = c.post("/gradio_api/queue/join", content=body, headers={"content-type": "application/json"})
-            assert r.status_code == 422 and "two finite numbers" in r.json()["detail"], (index, r.text)
     time.sleep(0.5)
     said = server.log_text()[start:]
     assert "Traceback" not in said and "forged line" not in said.replace("\\nINFO: forged line", ""), said[-2000:]
