@@ -376,9 +376,9 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
         canvas = pg.locator("#sketch .pixi-target canvas").first
         canvas.wait_for()
         ready_to_draw(pg)
-        canvas.scroll_into_view_if_needed()
-        pg.mouse.wheel(0, 120)  # the visitor scrolled a little further before drawing
+        canvas.evaluate("c => c.scrollIntoView({block: 'start'})")  # scrolled until the canvas is at the top
         pg.wait_for_timeout(300)
+        assert pg.evaluate("window.scrollY") > 200
         box = canvas.bounding_box()
         side = 0.8 * min(box["width"], box["height"])
         x0, y0 = box["x"] + (box["width"] - side) / 2, box["y"] + max(0, (box["height"] - side) / 2)
