@@ -41,6 +41,8 @@ const GEOMETRY = Object.fromEntries(NET.geometry.map(([name, k, s, p, d]) => [na
 let D = null;          // the decoded drawing, or null (nothing drawn)
 let pinned = null;     // [layer, channel, row, col] the visitor clicked or tapped, kept across strokes
 let shown = null;      // the cell the inspector shows now
+let hovering = null;   // the grid the mouse is over
+let lastShown = null, lastDrawn = null;  // what the inspector last drew: a pointer inside the same cell redraws nothing
 let focused = null;    // [layer, channel] open in the focus view, or null
 
 async function inflate(b64) {
@@ -320,19 +322,36 @@ function linkedBoxes(cell, layer) {  // what to frame on `layer`'s grid for the 
   return [];
 }
 
+// The input as two 28x28 bitmaps made once a drawing (as is, and dimmed), so a pointer's picture is
+// two scaled copies and two frames, not 784 rectangles.
+const inputCache = { D: null };
+function inputBitmaps() {
+  if (inputCache.D === D) return inputCache;
+  const make = (k) => {
+    const c = document.createElement("canvas");
+    c.width = c.height = 28;
+    const g = c.getContext("2d"), img = g.createImageData(28, 28);
+    D.input.forEach((u, i) => { const v = Math.round(u * k); img.data.set([v, v, v, 255], 4 * i); });
+    g.putImageData(img, 0, 0);
+    return c;
+  };
+  Object.assign(inputCache, { D, bright: make(1), dim: make(0.35) });
+  return inputCache;
+}
+
 function drawInput(canvas, box = null, inner = null) {  // the 28x28 input; outside `box` dimmed
-  const cell = 8, ratio = dpr(), side = 28 * cell;
-  canvas.width = Math.round(side * ratio); canvas.height = Math.round(side * ratio);
-  canvas.style.width = canvas.style.height = side + "px";
+  const cell = 8, ratio = dpr(), side = 28 * cell, size = Math.round(side * ratio);
+  if (canvas.width !== size) { canvas.width = canvas.height = size; canvas.style.width = canvas.style.height = side + "px"; }
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, side, side);
   if (!D) return;
-  for (let r = 0; r < 28; r++) for (let q = 0; q < 28; q++) {
-    const inside = !box || (r >= box[0] && r < box[2] && q >= box[1] && q < box[3]);
-    const v = Math.round(D.input[r * 28 + q] * (inside ? 1 : 0.35));
-    ctx.fillStyle = `rgb(${v},${v},${v})`;
-    ctx.fillRect(q * cell, r * cell, cell, cell);
+  const { bright, dim } = inputBitmaps();
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(box ? dim : bright, 0, 0, side, side);
+  if (box) {
+    const [t, l, b, r] = box;
+    ctx.drawImage(bright, l, t, r - l, b - t, l * cell, t * cell, (r - l) * cell, (b - t) * cell);
   }
   ctx.lineWidth = 2;
   for (const [b, colour] of [[box, GREEN], [inner, CYAN]]) {
@@ -399,6 +418,7 @@ function draw() {
   drawEvidence($("canvas.evidence"));
   $("#evidence-text").innerHTML = D ? D.v.words : "";
   for (const c of element.querySelectorAll(".maps .grid-block")) c.classList.toggle("empty", !D);
+  lastShown = null;  // the grids were repainted: their frames go back on
   if (focused && D) openFocus(...focused, false);
   else inspect(null);
 }
@@ -407,7 +427,7 @@ function draw() {
 function inspect(cell) {
   const boxes = [...element.querySelectorAll(".inspector"), FOCUS.querySelector(".inspector")];
   if (!D) {
-    shown = null;
+    shown = null; lastShown = null;
     for (const b of boxes) b.innerHTML = "<p class='hint'>Draw a digit first: then point at any cell of the maps to inspect it.</p>";
     drawInput($("canvas.field"));
     grids().forEach((g) => g._g && frames(g, []));
@@ -415,12 +435,20 @@ function inspect(cell) {
   }
   const isDefault = !cell && !pinned;
   cell = cell || pinned || D.v.default;
+  const key = cell.join(",") + (isDefault ? " default" : "") + (focused ? " focus" : "");
+  if (key === lastShown && lastDrawn === D) return;  // the pointer moved inside the same cell
+  lastShown = key; lastDrawn = D;
   shown = cell;
   const d = details(...cell);
   const html = inspectorHTML(d, isDefault);
-  for (const b of boxes) b.innerHTML = html;
-  for (const canvas of [$("canvas.field"), inFocusView("canvas.field")]) drawInput(canvas, d.receptive_field, d.kept_receptive_field);
-  for (const canvas of [...grids(), ...FOCUS.querySelectorAll("canvas.grid")]) if (canvas._g) frames(canvas, linkedBoxes(cell, canvas._g.layer));
+  // The page's inspector always; the focus view's only while it is open.
+  const open = focused !== null;
+  $("#inspector").innerHTML = html;
+  if (open) FOCUS.querySelector(".inspector").innerHTML = html;
+  for (const canvas of open ? [$("canvas.field"), inFocusView("canvas.field")] : [$("canvas.field")])
+    drawInput(canvas, d.receptive_field, d.kept_receptive_field);
+  for (const canvas of open ? [...grids(), ...FOCUS.querySelectorAll("canvas.grid")] : grids())
+    if (canvas._g) frames(canvas, linkedBoxes(cell, canvas._g.layer));
   host.dataset.shown = cell.join(",");
 }
 
@@ -459,13 +487,25 @@ function move(canvas, cell, key) {  // arrow keys within a map, Page Up/Down acr
 }
 
 function wire(canvas, inFocus = false) {
+  // A mouse hovering: Chromium holds `pointermove` until the next frame (up to 16.7 ms);
+  // `pointerrawupdate` (where there is one) comes as the mouse moves, so the inspector is
+  // already updated when that frame is drawn.
+  const RAW = "onpointerrawupdate" in window;
+  const hover = (e) => { hovering = canvas; inspect(point(canvas, e)); };
+  if (RAW) canvas.addEventListener("pointerrawupdate", (e) => {
+    if (D && e.pointerType === "mouse" && e.buttons === 0 && !inFocus) hover(e);
+  });
   canvas.addEventListener("pointermove", (e) => {
     if (!D || (e.pointerType === "touch" && !inFocus)) return;
-    if (e.pointerType === "mouse" && e.buttons === 0 && !inFocus) { inspect(point(canvas, e)); return; }
+    if (e.pointerType === "mouse" && e.buttons === 0 && !inFocus) { if (!RAW) hover(e); return; }
     if (inFocus && (e.pointerType !== "mouse" || e.buttons)) pin(point(canvas, e));  // a finger sliding
     else if (inFocus) inspect(point(canvas, e));
   });
-  canvas.addEventListener("pointerleave", (e) => { if (D && e.pointerType === "mouse") inspect(null); });
+  // Leaving a grid goes back to the kept cell, unless the mouse is already over another grid
+  // (its raw update can come before this grid's leave).
+  canvas.addEventListener("pointerleave", (e) => {
+    if (D && e.pointerType === "mouse" && hovering === canvas) { hovering = null; inspect(null); }
+  });
   canvas.addEventListener("pointerdown", (e) => {
     if (!D) return;
     if (inFocus) { canvas.setPointerCapture?.(e.pointerId); canvas.releasePointerCapture?.(e.pointerId); pin(point(canvas, e)); }
@@ -514,6 +554,7 @@ function openFocus(layer, channel, fresh = true) {
   paint(side, sg, channel);
   inFocusView(".focus-title").textContent = `${LOOK.titles[layer]}, map ${channel} of ${SHAPES[layer][0]}`;
   if (fresh) main.focus({ preventScroll: true });
+  lastShown = null;  // its canvases were repainted
   inspect(pinned && pinned[1] === channel ? pinned : [layer, channel, Math.floor(SHAPES[layer][1] / 2), Math.floor(w / 2)]);
 }
 function closeFocus() {
