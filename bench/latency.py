@@ -1,7 +1,8 @@
 """In-process latency of one page request, for a realistic 800x800 drawing.
 
 One request = what the server does for a stroke: ``app.update`` (preprocess the Sketchpad
-value, one forward pass with the feature-map hooks, and every picture on the page). The
+value, one forward pass with the feature-map hooks, and the one value the browser draws the
+page from: ``cnn/payload.py``). The
 sketch is handed over exactly as Gradio's Sketchpad gives it to the function: a dict of
 three 800x800 RGBA numpy arrays (white background, a transparent layer with black strokes,
 and their composite), with strokes as wide as the page's brush at that canvas size.
@@ -9,14 +10,13 @@ and their composite), with strokes as wide as the page's brush at that canvas si
 Printed (p50 / p95 over --runs requests, after a warm-up), goals: page update p50 <= 15 ms
 (evidence map and inspector included), an inspect request p50 <= 10 ms:
 
-  page update         preprocess + forward + every image and text on the page (the goal's measure)
-  + PNG encoding      the same, plus encoding its seven pictures as Gradio sends them
+  page update         preprocess + forward + the maps' value, answer and words (the goal's measure)
+  + JSON              the same, plus the JSON Gradio sends
   predict API         preprocess + forward, the ``/predict`` endpoint
   inspect API         preprocess + forward + one cell's arithmetic, ``/inspect`` (cells of all 4 layers)
   evidence API        preprocess + forward + the 7x7 map, ``/evidence``
-  click on a map      what a click costs: forward from the session's 28x28 input, the cell, the
-                      four map pictures with the cell framed, its receptive field, the panel
-  parts               preprocess / extract / render, one at a time
+  parts               preprocess / extract / the maps' value, one at a time
+(a click on a map costs the server nothing now: the browser answers it, see bench/page.py)
 
 Torch runs with the server's settings (``app.configure_torch``: one thread).
 Usage: python bench/latency.py [--runs 300] [--canvas 800]
@@ -24,6 +24,7 @@ Usage: python bench/latency.py [--runs 300] [--canvas 800]
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -36,7 +37,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import app  # noqa: E402
-from cnn import render, weights  # noqa: E402
+from cnn import confidence, payload, weights  # noqa: E402
 from cnn.features import extract  # noqa: E402
 from cnn.preprocess import prepare  # noqa: E402
 
@@ -65,13 +66,6 @@ def sketch(strokes: list[list[tuple[float, float]]], canvas: int = 800, radius: 
     return {"background": np.asarray(background), "layers": [np.asarray(layer)], "composite": np.asarray(composite)}
 
 
-def encode(im: Image.Image) -> bytes:
-    """PNG bytes of ``im`` the way Gradio's ``gr.Image(format="png")`` writes them."""
-    from gradio.processing_utils import encode_pil_to_bytes
-
-    return encode_pil_to_bytes(im, "png")
-
-
 def timed(fn, values: list, runs: int) -> np.ndarray:
     for v in values[:3]:  # warm-up: first calls allocate, fill caches (glyphs), load kernels
         fn(v)
@@ -98,41 +92,34 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.canvas}x{args.canvas} RGBA sketches of {''.join(DIGITS)} (read as {guesses}); "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread; {platform.processor() or platform.machine()}")
 
-    def with_png(v):
-        for im in app.update(model, v):
-            if isinstance(im, Image.Image):
-                encode(im)
+    def with_json(v):  # what Gradio sends: the outputs as JSON
+        json.dumps(app.update(model, v)[:3])
 
     cells = [("conv1", 3, 14, 9), ("pool1", 7, 6, 5), ("conv2", 20, 7, 7), ("pool2", 11, 3, 3)]
-
-    class Click:  # what gr.SelectData carries: the pixel (x, y) clicked on the picture
-        def __init__(self, layer, c, r, q):
-            top, left, _, _ = render.cell_box(c, r, q, *render.GRIDS[layer][1:])
-            self.layer, self.index = layer, [left + 1, top + 1]
-
     prepared = [prepare(v) for v in values]
     feats = [extract(model, q.tensor) for q in prepared]
+    answers = [confidence.answer(model, f.logits) for f in feats]
+    sizes = [len(json.dumps(app.update(model, v)[2])) for v in values]
     rows = [
-        ("page update (preprocess + forward + every image)", timed(lambda v: app.update(model, v), values, args.runs)),
-        ("  + PNG encoding of its 7 pictures", timed(with_png, values, args.runs)),
+        ("page update (preprocess + forward + the maps' value)", timed(lambda v: app.update(model, v), values, args.runs)),
+        ("  + JSON of what it sends", timed(with_json, values, args.runs)),
         ("predict API (preprocess + forward)", timed(lambda v: app.predict(model, v), values, args.runs)),
         ("inspect API (preprocess + forward + one cell)",
          timed(lambda i: app.inspect_api(model, values[i % len(values)], *cells[i % len(cells)]),
                list(range(len(values) * len(cells))), args.runs)),
         ("evidence API (preprocess + forward + 7x7 map)",
          timed(lambda v: app.evidence_api(model, v, None), values, args.runs)),
-        ("click on a map (forward + cell + 5 pictures)",
-         timed(lambda i: app.select_cell(model, cells[i % 4][0], prepared[i % len(values)].image,
-                                         Click(*cells[i % 4])), list(range(len(values) * 4)), args.runs)),
         ("  preprocess only", timed(prepare, values, args.runs)),
         ("  extract only (forward + hooks + kept cells)",
          timed(lambda q: extract(model, q.tensor), prepared, args.runs)),
-        ("  render only (5 pictures)", timed(lambda i: render.page(feats[i], prepared[i].image),
-                                          list(range(len(values))), args.runs)),
+        ("  the maps' value only (cnn/payload.py)",
+         timed(lambda i: payload.encode(model, feats[i], prepared[i].image, answers[i], ("pool2", 0, 0, 0)),
+               list(range(len(values))), args.runs)),
     ]
     width = max(len(name) for name, _ in rows)
     for name, ms in rows:
         print(f"{name:<{width}}  p50 {np.percentile(ms, 50):6.2f} ms   p95 {np.percentile(ms, 95):6.2f} ms")
+    print(f"the maps' value as JSON: {min(sizes) / 1000:.1f}-{max(sizes) / 1000:.1f} kB (goal: <= 60 kB a stroke)")
     p50 = np.percentile(rows[0][1], 50)
     print(f"goal: page update p50 <= 15 ms: {'met' if p50 <= 15 else 'NOT met'} ({p50:.2f} ms)")
     p50 = np.percentile(rows[3][1], 50)

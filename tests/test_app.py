@@ -338,7 +338,17 @@ def test_every_shipped_example_is_a_small_mnist_png_read_correctly(shipped_model
     assert max(app.predict(shipped_model, str(path)).items(), key=lambda kv: kv[1])[0] == path.stem[-1]
 
 
-def test_examples_cover_every_digit():
+def test_examples_are_the_mnist_test_digits_their_names_say_and_cover_every_digit():
+    """Each file is pixel for pixel the MNIST test image at the index in its name (as a drawing:
+    black ink on white), with that image's label; together they hold every digit once."""
+    from cnn import data
+
+    test = data.load(train=False)
+    for path in EXAMPLES:
+        _, _, index, _, digit = path.stem.split("_")
+        np.testing.assert_array_equal(255 - np.asarray(Image.open(path).convert("L")),
+                                      test.images[int(index)].numpy(), err_msg=path.name)
+        assert int(test.labels[int(index)]) == int(digit), path.name
     assert sorted(DIGITS) == list(range(10))
 
 

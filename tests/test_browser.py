@@ -650,6 +650,7 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
             cell = (rng.randrange(c), rng.randrange(h), rng.randrange(w))
             page.mouse.move(*cell_point(page, elem_id, layer, *cell))
             shown = page.evaluate(READ_INSPECTOR_JS)
+            assert "\u22120.000" not in page.locator("#inspector").inner_text()  # never "−0.000"
             want = client.predict(value, layer, *cell, api_name="/inspect")
             assert (shown["layer"], shown["channel"], shown["row"], shown["col"]) == (layer, *cell)
             close(shown["value"], want["value"], "value")
@@ -685,7 +686,7 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
     for elem_id, layer in GRIDS.items():
         maps = inspector.layer_map(f, layer).numpy()
         block = f.conv1 if layer in ("conv1", "pool1") else f.conv2
-        hi = render.scale_max(block)
+        hi = float(block.before.max()) or 1.0  # the layer's one scale: 0 to its largest value (before pooling)
         cells = [(ch, r, q) for ch in range(maps.shape[0]) for r in range(maps.shape[1]) for q in range(maps.shape[2])]
         got = np.array(page.evaluate(PIXEL_JS, [f"#{elem_id} canvas.grid", cells]), int).reshape(*maps.shape, 3)
         want = render.ACTIVATION_SCALE[render.levels(maps, 0, hi)].astype(int)

@@ -186,7 +186,7 @@ function inspectorHTML(cell, isDefault) {
     `nothing outside it can change this value.${cell.clipped ? " Part of its window lies outside the 28×28 input, where" +
       " the convolution reads zeros (its padding)." : ""}</p>`;
   if (layer === "conv1") {
-    html += `<div class="row">${table(cell.patch, "input patch" + (cell.clipped ? " (· = padding zero)" : ""),
+    html += `<div class="row">${table(cell.patch, "input patch" + (cell.clipped ? " (faded: padding zeros outside the input)" : ""),
       { isSigned: false, pad: cell.pad, name: "patch" })}<span class="op">×</span>` +
       `${table(cell.weights, `filter ${c}`, { name: "weights" })}<span class="op">=</span>` +
       `${table(cell.products, "products", { name: "products" })}</div>` + sumLine(cell, "25 products");
