@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 
-from cnn import confidence, explain, inspector, link, payload, render, serving, weights
+from cnn import confidence, explain, inspector, link, payload, render, serving, shift, weights
 from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
@@ -70,8 +70,11 @@ MAPS_HTML = (WEB / "maps.html").read_text()  # ③-⑦ and the focus view: drawn
 MAPS_JS = (WEB / "maps.js").read_text()  # draws them from one value a drawing; hover, tap, keys
 NETWORK_INPUT_HTML = ("<figure class='network-input'><figcaption>② What the network receives: 28×28</figcaption>"
                       "<canvas role='img' aria-label='What the network receives: the 28×28 input'></canvas></figure>")
+MOVE_HTML = "<div class='move-info' aria-live='polite'></div>"  # filled by maps.js from the value's "move"
+MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "back": None}
+MOVE_LABELS = {"left": "←", "right": "→", "up": "↑", "down": "↓", "back": "⟲"}
 # "Link to this drawing": the cell the visitor pinned in the browser (maps.js keeps it on #maps).
-PINNED_JS = "(image, cell) => [image, document.getElementById('maps')?.dataset.pinned || '']"
+PINNED_JS = "(image, cell, move) => [image, document.getElementById('maps')?.dataset.pinned || '', move]"
 LINK_JS = """
 (query) => {
   if (!query) return "";
@@ -88,7 +91,7 @@ LINK_JS = """
 LINK_QUERY_JS = """
 () => {
   const q = new URLSearchParams(window.location.search);
-  return q.has("drawing") || q.has("cell") ? window.location.search : undefined;
+  return q.has("drawing") || q.has("cell") || q.has("move") ? window.location.search : undefined;
 }
 """
 CANVAS_JS = """
@@ -194,6 +197,42 @@ def show(model: CNN, features, image: np.ndarray, pinned: tuple | None = None) -
     return (probabilities(answer), explain.answer(answer.probabilities, answer.not_a_digit), value, image)
 
 
+def moved(model: CNN, image: np.ndarray, dx: int, dy: int, pinned: tuple | None = None) -> tuple:
+    """``show`` for the session's input ``image`` moved (dx, dy) pixels (``cnn/shift.py``): the
+    page follows the moved input, and the value says how similar each layer's maps are to the
+    unmoved input's and how the answer changed. No move: the plain page, one forward pass. The
+    last output stays ``image``: the session keeps the drawing as drawn (a move is shown, not
+    applied), so the next move and "Link to this drawing" start from it."""
+    if (dx, dy) == (0, 0):
+        return show(model, extract(model, network_input(image)), image, pinned)
+    shifted, lost = shift.shift(image, dx, dy)
+    if not shifted.any():
+        raise refusal("That move would push the whole drawing out of the 28×28 frame.")
+    before, after = (extract(model, network_input(a)) for a in (image, shifted))
+    page = show(model, after, shifted, pinned)
+    was, now = (confidence.answer(model, f.logits) for f in (before, after))
+    page[2]["move"] = {"dx": dx, "dy": dy, "lost": lost, "similarity": shift.similarity(after, before),
+                       "before": {"digit": was.digit, "p": was.probabilities[was.digit], "not_a_digit": was.not_a_digit},
+                       "after": {"digit": now.digit, "p": now.probabilities[was.digit],
+                                 "p_own": now.probabilities[now.digit], "not_a_digit": now.not_a_digit}}
+    return page[:3] + (image,)
+
+
+def move_by(model: CNN, step: tuple[int, int] | None, image, move) -> tuple:
+    """A click on a move button: the session's drawing moved one more pixel ``step`` (None: back
+    to where it was), at most ``shift.MAX_SHIFT`` each way. Outputs: label, answer line, the
+    maps' value, the move now."""
+    if image is None:
+        raise gr.Error("Draw a digit first: the buttons move your drawing.", title="Nothing to move",
+                       print_exception=False)
+    dx, dy = move if isinstance(move, (tuple, list)) and len(move) == 2 else (0, 0)
+    if step is None:
+        dx, dy = 0, 0
+    else:
+        dx, dy = (max(-shift.MAX_SHIFT, min(shift.MAX_SHIFT, v + d)) for v, d in zip((dx, dy), step))
+    return moved(model, image, dx, dy)[:3] + ((dx, dy),)
+
+
 def stroke(model: CNN, sketch, stale: bool = False) -> tuple:
     """The page's event for a stroke and for Clear: ``update`` for the drawing the pad has just
     sent (as blobs, read from ``sketch.latest()``); nothing new received (a repeat): the page
@@ -202,15 +241,15 @@ def stroke(model: CNN, sketch, stale: bool = False) -> tuple:
     emptied by any drawing shown (a bad link's notice does not outlive the next stroke)."""
     if stale:
         sketch.blob_storage.forget()
-        return update(None, None) + ("",)
+        return update(None, None) + ((0, 0), "")
     value = sketch.latest()
-    return (gr.skip(),) * 5 if value is None else update(model, value) + ("",)
+    return (gr.skip(),) * 6 if value is None else update(model, value) + ((0, 0), "")
 
 
-def make_link(image, pinned) -> str:
+def make_link(image, pinned, move=(0, 0)) -> str:
     """"Link to this drawing": the query string that carries the session's current network
-    input and the cell the visitor pinned (``"layer,channel,row,col"`` from the page, or empty);
-    the page's script puts its own address in front."""
+    input, the cell the visitor pinned (``"layer-channel-row-col"`` from the page, or empty) and
+    the move, if any; the page's script puts its own address in front."""
     if image is None:
         raise gr.Error("Draw a digit first: the link carries the drawing.", title="Nothing to link to",
                        print_exception=False)
@@ -221,7 +260,9 @@ def make_link(image, pinned) -> str:
         except InputError as e:
             raise gr.Error(str(e), title="No such cell", print_exception=False) from None
         query[link.CELL_PARAM] = link.encode_cell(cell)
-    return urlencode(query)
+    if isinstance(move, (tuple, list)) and tuple(move) != (0, 0):
+        query[link.MOVE_PARAM] = link.encode_move(move)
+    return urlencode(query, safe=",")
 
 
 def open_link(model: CNN, request: gr.Request) -> tuple:
@@ -230,19 +271,22 @@ def open_link(model: CNN, request: gr.Request) -> tuple:
     one short notice (a blank drawing, or a cell named without a drawing, included). Everything
     comes from the link itself; the server keeps nothing."""
     params = request.query_params if request is not None else {}
-    if link.PARAM not in params and link.CELL_PARAM not in params:
-        return (gr.skip(),) * 6
+    if not {link.PARAM, link.CELL_PARAM, link.MOVE_PARAM} & set(params):
+        return (gr.skip(),) * 7
     try:
         if link.PARAM not in params:
-            raise link.LinkError("The link names a cell but carries no drawing.")
+            raise link.LinkError("The link names a cell or a move but carries no drawing.")
         image = link.decode(params[link.PARAM])
         selection = link.decode_cell(params.get(link.CELL_PARAM))
-        features = extract(model, network_input(image))  # the page's one forward pass
         if selection is not None:
-            inspector.check(features, *selection)
+            payload.check_cell(selection)
+        dx, dy = shift.check(*link.decode_move(params.get(link.MOVE_PARAM)))
+        page = moved(model, image, dx, dy, selection)  # one forward pass (two with a move)
     except InputError as e:
-        return (gr.skip(),) * 5 + (f"<p>{e} Here is an empty page to draw on.</p>",)
-    return show(model, features, image, selection) + (link.canvas(image, CANVAS), "")
+        return (gr.skip(),) * 6 + (f"<p>{e} Here is an empty page to draw on.</p>",)
+    except gr.Error as e:
+        return (gr.skip(),) * 6 + (f"<p>{e.message} Here is an empty page to draw on.</p>",)
+    return page + ((dx, dy), link.canvas(image, CANVAS), "")
 
 
 def open_query(model: CNN, query) -> tuple:
@@ -255,9 +299,9 @@ def example(model: CNN, index) -> tuple:
     """A click on the ``index``-th MNIST example: the page for that file, nothing inspected yet,
     and the digit to put on the canvas (by the browser, as a link's drawing is)."""
     if not isinstance(index, int) or not 0 <= index < len(EXAMPLES):
-        return (gr.skip(),) * 5
+        return (gr.skip(),) * 6
     page = update(model, str(EXAMPLES[index]))
-    return page + (link.canvas(page[-1], CANVAS),)
+    return page + ((0, 0), link.canvas(page[-1], CANVAS))
 
 
 def _features_or_empty(model: CNN, value):
@@ -312,6 +356,11 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
                                       elem_id="examples")
             with gr.Column(scale=2, min_width=200):
                 gr.HTML(NETWORK_INPUT_HTML, elem_id="network-input")  # drawn by maps.js
+                # Move it: the input by whole pixels, to see what pooling keeps (cnn/shift.py).
+                with gr.Row(elem_id="move-buttons"):
+                    move_buttons = {name: gr.Button(MOVE_LABELS[name], size="sm", min_width=40, elem_id=f"move-{name}")
+                                    for name in MOVES}
+                gr.HTML(MOVE_HTML, elem_id="move-info")
                 serving.Picture(label="conv1's 16 learned 5×5 filters", height=260, format="png", type="pil",
                                 interactive=False, buttons=["fullscreen"], elem_classes=["crisp"],
                                 value=render.filters(model.conv1[0].weight), elem_id="filters")
@@ -326,7 +375,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         gr.Markdown(_footer(model, card))
 
         # The session's own state: its current 28x28 input (what "Link to this drawing" encodes).
-        drawing = gr.State(None)
+        drawing, move = gr.State(None), gr.State((0, 0))  # the input as drawn; the move shown
         outputs = [label, answer, maps, drawing]
         # Live: after every stroke and on Clear. The pad sends its images with `accept_blobs`
         # first; the event reads them from there (`stroke`) rather than taking the pad as an
@@ -342,13 +391,13 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         stale = gr.Checkbox(visible=False, label="stale")
         clears = gr.Number(0, visible="hidden", label="clears")
         sketch.clear(None, None, clears, js=CLEARED_JS)
-        gr.on([sketch.change, clears.change], partial(stroke, model, sketch), [stale], [*outputs, notice],
+        gr.on([sketch.change, clears.change], partial(stroke, model, sketch), [stale], [*outputs, move, notice],
               js=STALE_JS, api_visibility="private", trigger_mode="always_last", show_progress="hidden",
               concurrency_id="cnn")
         # An example: the page is computed from its file, then the browser puts the digit on the
         # canvas (CANVAS_JS, as for a link below).
         linked = serving.Picture(visible=False, type="pil", format="png")
-        examples.click(partial(example, model), examples, [*outputs, linked], api_visibility="private",
+        examples.click(partial(example, model), examples, [*outputs, move, linked], api_visibility="private",
                        show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
         # The page's undocumented /update endpoint: what a stroke computes, for a sketch value.
         gr.on(triggers=[], fn=partial(update, model), inputs=[sketch], outputs=outputs, api_name="update",
@@ -370,7 +419,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         # browser (PINNED_JS) into a query string, the browser puts its own address in front
         # (localhost, gradio.live, a Space) and copies it.
         query, pinned = gr.Textbox(visible=False), gr.Textbox(visible=False, label="pinned cell")
-        share.click(make_link, [drawing, pinned], query, js=PINNED_JS, api_visibility="private",
+        share.click(make_link, [drawing, pinned, move], query, js=PINNED_JS, api_visibility="private",
                     show_progress="hidden", concurrency_id="cnn").success(None, query, share_link, js=LINK_JS)
         # Opening a link: the page from the link's drawing, then the drawing onto the canvas by a
         # browser-side step (a server event with the pad as an output would make the pad upload
@@ -381,9 +430,12 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         # used to fill the queue with load events that did nothing).
         link_query = gr.Textbox(visible=False, label="link query")
         demo.load(None, None, link_query, js=LINK_QUERY_JS)
-        link_query.change(partial(open_query, model), link_query, [*outputs, linked, notice],
+        link_query.change(partial(open_query, model), link_query, [*outputs, move, linked, notice],
                           api_visibility="private", show_progress="hidden", concurrency_id="cnn",
                           ).success(None, linked, sketch, js=CANVAS_JS)
+        for name, button in move_buttons.items():  # one pixel a click; ⟲ back to the drawing as drawn
+            button.click(partial(move_by, model, MOVES[name]), [drawing, move], [label, answer, maps, move],
+                         api_visibility="private", show_progress="hidden", concurrency_id="cnn")
         demo.load(None, js=ARM_BRUSH_JS)
         demo.load(None, js=PAGE_JS)
     demo.queue(**QUEUE)

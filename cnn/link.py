@@ -32,7 +32,7 @@ from PIL import Image
 
 from .errors import InputError
 
-PARAM, CELL_PARAM = "drawing", "cell"  # the query parameters
+PARAM, CELL_PARAM, MOVE_PARAM = "drawing", "cell", "move"  # the query parameters
 VERSION = 2  # 1: 16 grey levels, the whole field (no longer read)
 SIDE = 28
 HEADER = 5  # version, top, left, height, width
@@ -40,6 +40,7 @@ MAX_PAYLOAD = HEADER + SIDE * SIDE  # the largest drawing: 789 bytes
 MAX_CHARS = 1100  # a drawing parameter longer than this is refused unread (noise, the longest: 1,067)
 ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
 CELL = re.compile(r"(conv1|pool1|conv2|pool2)-(\d{1,2})-(\d{1,2})-(\d{1,2})")
+MOVE = re.compile(r"(-?\d{1,2}),(-?\d{1,2})")
 CUT = "The link's drawing is cut short or altered."
 
 
@@ -108,6 +109,21 @@ def decode_cell(text: str | None) -> tuple[str, int, int, int] | None:
     if m is None:
         raise LinkError("The link names a map cell this page does not have.")
     return m[1], int(m[2]), int(m[3]), int(m[4])
+
+
+def encode_move(move) -> str:
+    """(dx, dy) -> ``2,-1`` (the ``move`` parameter)."""
+    return f"{int(move[0])},{int(move[1])}"
+
+
+def decode_move(text: str | None) -> tuple[int, int]:
+    """The ``move`` parameter -> (dx, dy), (0, 0) when absent; the range check is ``cnn.shift``'s."""
+    if not text:
+        return 0, 0
+    m = MOVE.fullmatch(text) if isinstance(text, str) and len(text) <= 8 else None
+    if m is None:
+        raise LinkError("The link's move is not two whole numbers of pixels.")
+    return int(m[1]), int(m[2])
 
 
 def canvas(image: np.ndarray, side: int) -> Image.Image:

@@ -103,11 +103,11 @@ def test_the_page_opens_a_link_with_its_drawing_cell_and_canvas(shipped_model):
     assert len(passes) == 1  # the cell is checked on the same forward pass the page shows
     label, *_ = out
     assert max(label, key=label.get) == app.EXAMPLES[0].stem[-1]
-    assert out[2]["pinned"] == ["conv1", 3, 4, 5] and out[5] == ""  # the cell the browser inspects, no notice
+    assert out[2]["pinned"] == ["conv1", 3, 4, 5] and out[6] == ""  # the cell the browser inspects, no notice
     np.testing.assert_array_equal(out[3], image)  # the session's drawing: what the next "link" encodes
-    assert out[4].size == (app.CANVAS, app.CANVAS)
+    assert out[4] == (0, 0) and out[5].size == (app.CANVAS, app.CANVAS)  # not moved; the canvas
     no_link = app.open_link(shipped_model, type("Request", (), {"query_params": {}}))
-    assert no_link == (gr.skip(),) * 6  # no link: the page as it loads
+    assert no_link == (gr.skip(),) * 7  # no link: the page as it loads
 
 
 def good() -> str:
@@ -199,15 +199,18 @@ def test_a_bad_cell_parameter_is_refused(cell):
     ({link.PARAM: ""}, "carries no drawing"),
     ({link.PARAM: link.encode(np.zeros((28, 28), np.uint8))}, "The link's drawing is blank."),
     ({link.PARAM: BAD["blank (zeros)"], link.CELL_PARAM: "conv1-0-0-0"}, "The link's drawing is blank."),
-    ({link.CELL_PARAM: "conv1-0-0-0"}, "The link names a cell but carries no drawing."),
+    ({link.CELL_PARAM: "conv1-0-0-0"}, "The link names a cell or a move but carries no drawing."),
     ({link.PARAM: "A" * (link.MAX_CHARS + 1)}, "too long"),
+    ({link.PARAM: good(), link.MOVE_PARAM: "9,0"}, "A move is whole pixels from -4 to 4: dx cannot be 9."),
+    ({link.PARAM: good(), link.MOVE_PARAM: "1;DROP"}, "The link's move is not two whole numbers of pixels."),
+    ({link.PARAM: good(), link.MOVE_PARAM: "1,2,3"}, "The link's move is not two whole numbers of pixels."),
 ], ids=["tampered", "cell out of range", "bad cell", "empty", "blank", "blank with cell", "cell, no drawing",
-        "too long"])
+        "too long", "move too far", "move not numbers", "move of three"])
 def test_a_bad_link_opens_the_empty_page_with_one_notice(shipped_model, query, says):
     out = app.open_link(shipped_model, type("Request", (), {"query_params": query}))
-    assert len(out) == 6 and out[:5] == (gr.skip(),) * 5  # nothing drawn, nothing inspected
-    assert "Here is an empty page to draw on." in out[5] and "Traceback" not in out[5]
-    assert says in out[5] and out[5].count("<p>") == 1
+    assert len(out) == 7 and out[:6] == (gr.skip(),) * 6  # nothing drawn, nothing inspected
+    assert "Here is an empty page to draw on." in out[6] and "Traceback" not in out[6]
+    assert says in out[6] and out[6].count("<p>") == 1
 
 
 def test_decoding_many_bad_links_keeps_memory_flat():

@@ -392,6 +392,35 @@ function colourBar(bar, scale, lo, hi) {  // the scale as a CSS gradient, its en
     `<span class="ends"><span>${fmt(lo)}</span>${lo < 0 ? "<span>0</span>" : ""}<span>${fmt(hi)}</span></span>`;
 }
 
+// ------------------------------------------------------------------ "move it" (cnn/shift.py)
+const LAYER_NAMES = { conv1: "③ conv1", pool1: "④ after pooling", conv2: "⑤ conv2", pool2: "⑥ after pooling" };
+function moveHTML() {
+  if (!D) return "";
+  const m = D.v.move;
+  if (!m) return "<p class='hint'>Move your drawing a pixel at a time with the arrows: the maps follow it, " +
+    "and this says how much each layer's maps changed.</p>";
+  const where = [m.dx ? `${Math.abs(m.dx)} px ${m.dx > 0 ? "right" : "left"}` : "",
+                 m.dy ? `${Math.abs(m.dy)} px ${m.dy > 0 ? "down" : "up"}` : ""].filter(Boolean).join(", ");
+  const lost = m.lost ? ` <span class="lost">${m.lost} inked pixel${m.lost === 1 ? "" : "s"} went out of the frame.</span>` : "";
+  const rows = LAYERS.map((l) => {
+    const v = m.similarity[l];
+    return `<tr data-layer="${l}"><td>${LAYER_NAMES[l]}</td><td class="bar"><span style="width:${Math.max(0, v * 100).toFixed(0)}%"></span></td>` +
+      `<td data-value="${v}">${v.toFixed(2)}</td></tr>`;
+  }).join("");
+  const pct = (p) => `${(100 * p).toFixed(1)} %`;
+  const b = m.before, a = m.after;
+  const answer = a.digit === b.digit
+    ? `The network still reads <b>${a.digit}</b>: ${pct(b.p)} sure unmoved, <span data-after>${pct(a.p)}</span> moved.`
+    : `The answer changed: <b>${b.digit}</b> (${pct(b.p)}) unmoved, <b>${a.digit}</b> (${pct(a.p_own)}) moved; ` +
+      `${b.digit} is now <span data-after>${pct(a.p)}</span>.`;
+  return `<p>Moved <b>${where}</b> (⟲ puts it back).${lost}</p>` +
+    `<table class="similarity"><caption>How similar each layer's maps are to the unmoved drawing's ` +
+    `(cosine similarity, same positions; 1 = unchanged)</caption>${rows}</table><p>${answer}</p>` +
+    "<p class='why'>Pooling keeps the strongest response in each 2×2 window, so a feature moved by a pixel " +
+    "often stays in its window: the maps after pooling change less than the ones before. It does not make " +
+    "the network blind to position: moved a few pixels more, even the pooled maps change, and so can the answer.</p>";
+}
+
 // ------------------------------------------------------------------ the page
 const grids = () => Array.from(element.querySelectorAll(".maps canvas.grid"));
 const netInput = () => document.querySelector("#network-input canvas");
@@ -417,6 +446,8 @@ function draw() {
   if (input) drawInput(input);
   drawEvidence($("canvas.evidence"));
   $("#evidence-text").innerHTML = D ? D.v.words : "";
+  const info = document.querySelector("#move-info .move-info");
+  if (info) info.innerHTML = moveHTML();
   for (const c of element.querySelectorAll(".maps .grid-block")) c.classList.toggle("empty", !D);
   lastShown = null;  // the grids were repainted: their frames go back on
   if (focused && D) openFocus(...focused, false);

@@ -2,7 +2,8 @@
 // demo.load(js=...); Gradio's js steps are one function expression, so this file is one).
 //  - every picture gets its block's label as alt text (Gradio leaves alt="" on gr.Image);
 //  - each example button is named after its digit ("Load the MNIST test digit 7");
-//  - the answer line is a polite live region, so a new answer is read out after a stroke.
+//  - the answer line is a polite live region, so a new answer is read out after a stroke;
+//  - the move buttons (arrows) say what they do.
 // Pictures are replaced on every stroke: a MutationObserver names the new ones. It watches
 // element additions and `src` changes only, so its own `alt`/`aria-label` writes never re-run it.
 () => {
@@ -21,6 +22,13 @@
       const digit = /_digit_(\d)\./.exec(img.getAttribute("src") || "");
       const button = img.closest("button");
       const text = digit ? `Load the MNIST test digit ${digit[1]}` : "Load an MNIST test digit";
+      if (button && button.getAttribute("aria-label") !== text) button.setAttribute("aria-label", text);
+    }
+    for (const [dir, text] of [["left", "Move the drawing one pixel left"], ["right", "Move the drawing one pixel right"],
+                               ["up", "Move the drawing one pixel up"], ["down", "Move the drawing one pixel down"],
+                               ["back", "Put the drawing back where it was drawn"]]) {
+      const b = document.querySelector(`#move-${dir}`);
+      const button = b && (b.tagName === "BUTTON" ? b : b.querySelector("button"));
       if (button && button.getAttribute("aria-label") !== text) button.setAttribute("aria-label", text);
     }
     const answer = document.getElementById("answer");
