@@ -716,3 +716,36 @@ def test_strokes_write_no_file(page):
         clear(page)
         expect_empty(page)
     assert files() - before == set(), sorted(files() - before)[:5]
+
+
+def test_the_move_buttons_move_the_input_and_say_how_similar_each_layer_stayed(page, shipped_model):
+    """→ twice and ↑ once on the example 2: the network input the page shows is the drawing moved
+    (2, -1), the table's four similarities are the cosines of the model's maps (recomputed here),
+    the answer follows, and ⟲ brings back the drawing as drawn. No move: a hint, no table."""
+    import numpy as np
+    from playwright.sync_api import expect
+
+    from test_shift import cos, layers, moved_reference
+
+    path = next(p for p in app.EXAMPLES if p.stem.endswith("_2"))
+    page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
+    expect_digit(page, "2")
+    drawn = page_input(page)
+    expect(page.locator("#move-info .hint")).to_have_count(1)
+    for button in ("#move-right", "#move-right", "#move-up"):
+        before = page.locator("#maps").get_attribute("data-drawn")
+        page.click(button)
+        page.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
+    want = moved_reference(drawn, 2, -1)
+    np.testing.assert_array_equal(page_input(page), want)
+    shown = dict(page.evaluate("""[...document.querySelectorAll('#move-info tr[data-layer]')]
+        .map((r) => [r.dataset.layer, Number(r.querySelector('[data-value]').textContent)])"""))
+    a, b = layers(shipped_model, want), layers(shipped_model, drawn)
+    for name in ("conv1", "pool1", "conv2", "pool2"):
+        assert abs(shown[name] - cos(a[name], b[name])) <= 0.005 + 1e-9, (name, shown)
+    assert "Moved 2 px right, 1 px up" in page.locator("#move-info").inner_text()
+    before = page.locator("#maps").get_attribute("data-drawn")
+    page.click("#move-back")
+    page.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
+    np.testing.assert_array_equal(page_input(page), drawn)
+    expect(page.locator("#move-info .hint")).to_have_count(1)
