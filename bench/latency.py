@@ -12,6 +12,8 @@ Printed (p50 / p95 over --runs requests, after a warm-up), goals: page update p5
 
   page update         preprocess + forward + the maps' value, answer and words (the goal's measure)
   + JSON              the same, plus the JSON Gradio sends
+  move it             a click on a move button: the session's 28x28 input moved, two forward
+                      passes (moved and as drawn), the value and the four similarities
   predict API         preprocess + forward, the ``/predict`` endpoint
   inspect API         preprocess + forward + one cell's arithmetic, ``/inspect`` (cells of all 4 layers)
   evidence API        preprocess + forward + the 7x7 map, ``/evidence``
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                list(range(len(values) * len(cells))), args.runs)),
         ("evidence API (preprocess + forward + 7x7 map)",
          timed(lambda v: app.evidence_api(model, v, None), values, args.runs)),
+        ("move it (two forward passes + the value + 4 similarities)",
+         timed(lambda i: app.moved(model, prepared[i].image, 1, -1), list(range(len(values))), args.runs)),
         ("  preprocess only", timed(prepare, values, args.runs)),
         ("  extract only (forward + hooks + kept cells)",
          timed(lambda q: extract(model, q.tensor), prepared, args.runs)),
