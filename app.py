@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 
-from cnn import confidence, explain, inspector, link, payload, render, serving, shift, weights
+from cnn import confidence, explain, inspector, link, patches, payload, render, serving, shift, weights
 from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
@@ -333,8 +333,9 @@ def evidence_api(model: CNN, value, digit=None) -> dict:
 
 # ---------------------------------------------------------------- the page
 
-def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
-    """The page for ``model`` (eval mode), with its queue set. ``card``: its weights card, for the footer."""
+def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = None) -> gr.Blocks:
+    """The page for ``model`` (eval mode), with its queue set. ``card``: its weights card, for the
+    footer; ``looks_for``: what each map looks for (``cnn.patches.load``), shown by the inspector."""
     # No delete_cache: cnn/serving.py's sweep is the one owner of the cache, files and records together.
     with gr.Blocks(title="Draw a digit: inside an MNIST CNN") as demo:
         gr.Markdown(INTRO, elem_id="intro")
@@ -371,7 +372,7 @@ def build_demo(model: CNN, card: dict | None = None) -> gr.Blocks:
         # ②-⑦ and the inspector: one value a drawing (cnn/payload.py), drawn by the browser
         # (cnn/web/maps.js); the weights and colour scales come once, with the page.
         maps = gr.HTML(None, html_template=MAPS_HTML, js_on_load=MAPS_JS, elem_id="maps", padding=False,
-                       network=payload.weights(model), look=payload.look())
+                       network=payload.weights(model), look=payload.look(), patches=looks_for)
         gr.Markdown(_footer(model, card))
 
         # The session's own state: its current 28x28 input (what "Link to this drawing" encodes).
@@ -522,11 +523,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = weights.load(args.weights)  # once, before anything is served
         card = weights.read_card(args.weights)
+        looks_for = patches.load(args.weights)  # None when missing or made for other weights
     except CNNError as e:  # missing, truncated or tampered weights: one line, the fix, no traceback
         print(f"app.py: {e}", file=sys.stderr)
         return 1
     configure_torch()
-    demo = build_demo(model, card)
+    if looks_for is None:
+        print(f"app.py: no patches file for these weights: the inspector will not show what each map looks for "
+              f"(make one: python -m cnn patches --weights {args.weights})", file=sys.stderr)
+    demo = build_demo(model, card, looks_for)
     try:
         with serving.sigterm_as_ctrl_c():  # SIGTERM (docker stop, Spaces) cleans up like Ctrl-C
             launch(demo, args.host, args.port, share=args.share)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m cnn predict PATH...`` and ``python -m cnn evaluate``.
+"""Command line: ``python -m cnn predict PATH...``, ``python -m cnn evaluate`` and ``python -m cnn patches``.
 
 predict prints one JSON object per image, e.g.
   {"path": "3.png", "digit": 3, "confidence": 0.998, "probabilities": [...10 floats...], "not_a_digit": false}
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -65,6 +66,16 @@ def evaluate(args) -> int:
     return 0
 
 
+def save_patches(args) -> int:
+    from . import patches
+
+    model = weights.load(args.weights)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    path = patches.save(model, data.load(args.data_root, train=False).images, args.weights)
+    print(json.dumps({"patches": str(path), "top": patches.TOP, "weights": str(args.weights)}))
+    return 0
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m cnn", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,7 +85,11 @@ def parse_args(argv=None):
     ev = sub.add_parser("evaluate", help="accuracy on the full MNIST test set (10 000 images)")
     ev.add_argument("--data-root", default=None,
                     help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./mnist)")
-    for sp in (pr, ev):
+    pa = sub.add_parser("patches", help="what each conv1/conv2 map looks for: the top MNIST test patches, "
+                                        "saved beside the weights (<weights>.patches.npz) for the page")
+    pa.add_argument("--data-root", default=None,
+                    help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./mnist)")
+    for sp in (pr, ev, pa):
         sp.add_argument("--weights", default=weights.DEFAULT_WEIGHTS,
                         help="weights file, its card beside it (default: weights/cnn.pt)")
     return p.parse_args(argv)
@@ -83,7 +98,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        return {"predict": predict, "evaluate": evaluate}[args.command](args)
+        return {"predict": predict, "evaluate": evaluate, "patches": save_patches}[args.command](args)
     except CNNError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

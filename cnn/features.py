@@ -68,21 +68,34 @@ def kept_cells(before: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
     return mask.view_as(before)
 
 
+def _blocks(model: CNN) -> dict[str, nn.Sequential]:
+    return {"conv1": model.conv1, "conv2": model.conv2}
+
+
 @torch.inference_mode()
-def extract(model: CNN, x: torch.Tensor) -> Features:
-    """Run ``model`` once on ``x`` (1, 1, 28, 28) and return its feature maps and probabilities."""
+def run(model: CNN, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``model(x)`` for a batch (B, 1, 28, 28), and what its blocks output on the way, read by
+    forward hooks: ``{"conv1.before": (B, 16, 28, 28), "conv1.after": (B, 16, 14, 14),
+    "conv2.before": (B, 32, 14, 14), "conv2.after": (B, 32, 7, 7)}``; returns (logits, that)."""
     seen: dict[str, torch.Tensor] = {}
-    blocks = {"conv1": model.conv1, "conv2": model.conv2}
     handles = []
-    for name, block in blocks.items():
+    for name, block in _blocks(model).items():
         # block = Sequential(conv, ReLU, MaxPool2d): hook the ReLU (before) and the pool (after).
         handles.append(block[1].register_forward_hook(lambda m, i, o, n=name: seen.__setitem__(n + ".before", o)))
         handles.append(block[2].register_forward_hook(lambda m, i, o, n=name: seen.__setitem__(n + ".after", o)))
     try:
-        logits = model(x)  # (1, 10)
+        logits = model(x)  # (B, 10)
     finally:
         for h in handles:
             h.remove()
+    return logits, seen
+
+
+@torch.inference_mode()
+def extract(model: CNN, x: torch.Tensor) -> Features:
+    """Run ``model`` once on ``x`` (1, 1, 28, 28) and return its feature maps and probabilities."""
+    logits, seen = run(model, x)
+    blocks = _blocks(model)
     out = {
         name: Block(seen[name + ".before"][0], seen[name + ".after"][0],
                     kept_cells(seen[name + ".before"], block[2])[0])

@@ -47,17 +47,24 @@ def geometry(module: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple
     return (_pair(module.kernel_size), _pair(stride), _pair(module.padding), _pair(module.dilation))
 
 
-def receptive_field(model: CNN, layer: str, row: int, col: int, size: tuple[int, int] = (28, 28)) -> list[int]:
-    """``[top, left, bottom, right]`` (ends exclusive) of the input pixels cell (row, col) of
-    ``layer`` depends on, clipped to the ``size`` input. Walks the modules back to the input:
-    output index i of a module reads its input from ``i*s - p`` to ``i*s - p + (k-1)*d``."""
+def span(model: CNN, layer: str, row: int, col: int) -> list[int]:
+    """``[top, left, bottom, right]`` (ends exclusive) of the input positions cell (row, col) of
+    ``layer`` reads, before clipping: where it passes the border it reads the padding's zeros.
+    Walks the modules back to the input: output index i of a module reads its input from
+    ``i*s - p`` to ``i*s - p + (k-1)*d``."""
     spans = [[row, row], [col, col]]  # inclusive index range in the current layer
     modules = [m for name, m in chain(model)[: LAYERS.index(layer) + 1]]
     for module in reversed(modules):
         k, s, p, d = geometry(module)
         spans = [[lo * s[a] - p[a], hi * s[a] - p[a] + (k[a] - 1) * d[a]] for a, (lo, hi) in enumerate(spans)]
     (top, bottom), (left, right) = spans
-    return [max(0, top), max(0, left), min(size[0], bottom + 1), min(size[1], right + 1)]
+    return [top, left, bottom + 1, right + 1]
+
+
+def receptive_field(model: CNN, layer: str, row: int, col: int, size: tuple[int, int] = (28, 28)) -> list[int]:
+    """``span`` clipped to the ``size`` input: the input pixels the cell depends on."""
+    top, left, bottom, right = span(model, layer, row, col)
+    return [max(0, top), max(0, left), min(size[0], bottom), min(size[1], right)]
 
 
 def layer_map(features: Features, layer: str) -> torch.Tensor:

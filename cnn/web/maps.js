@@ -35,6 +35,9 @@ const W = {};
     at += n;
   });
 }
+// What each map looks for (cnn/patches.py): per conv layer, TOP patches a map, uint8, or null.
+const PATCHES = props.patches || null;
+const patchBytes = PATCHES ? { conv1: bytes(PATCHES.conv1.patch), conv2: bytes(PATCHES.conv2.patch) } : null;
 const GEOMETRY = Object.fromEntries(NET.geometry.map(([name, k, s, p, d]) => [name, { k, s, p, d }]));
 
 // ------------------------------------------------------------------ one drawing's value
@@ -177,6 +180,41 @@ function sumLine(cell, what) {
     `<span data-pre>${num(pre)}</span>; ReLU keeps ${pre > 0 ? "it" : "nothing below 0"}: <b data-relu>${num(cell.value)}</b></p>`;
 }
 
+// The receptive fields on which map `c` of `conv` (conv1 or conv2) responded most over the MNIST
+// test set; a canvas that drawPatches fills in once the HTML is in place.
+function looksForHTML(conv, c) {
+  if (!PATCHES) return "";
+  const P = PATCHES[conv], n = PATCHES.top;
+  const values = P.value[c].map((v) => num(v)).join(", ");
+  return `<div class="looks-for" data-conv="${conv}" data-map="${c}"><p>What ${conv}'s map ${c} looks for: the ${n} ` +
+    `MNIST test digits (of ${PATCHES.count.toLocaleString("en")}) on which it responds most, each cut to the ` +
+    `${P.side}×${P.side} pixels its strongest cell sees (responses ${values}):</p>` +
+    `<canvas class="patches" role="img" aria-label="The ${n} MNIST test patches that make ${conv} map ${c} respond most" ` +
+    `data-indices="${P.index[c].join(",")}"></canvas></div>`;
+}
+function drawPatches(box) {
+  for (const canvas of box.querySelectorAll("canvas.patches")) {
+    const { conv, map } = canvas.parentElement.dataset, P = PATCHES[conv], n = PATCHES.top, side = P.side;
+    const scale = Math.max(3, Math.round(48 / side)), gap = 4, ratio = dpr(), cols = 3, rows = Math.ceil(n / cols);
+    const w = cols * side * scale + (cols - 1) * gap, h = rows * side * scale + (rows - 1) * gap;
+    canvas.width = Math.round(w * ratio); canvas.height = Math.round(h * ratio);
+    canvas.style.width = w + "px"; canvas.style.height = h + "px";
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.imageSmoothingEnabled = false;
+    const all = patchBytes[conv], per = side * side;
+    for (let k = 0; k < n; k++) {
+      const off = ((+map * n) + k) * per, tile = document.createElement("canvas");
+      tile.width = tile.height = side;
+      const img = tile.getContext("2d").createImageData(side, side);
+      for (let i = 0; i < per; i++) img.data.set([all[off + i], all[off + i], all[off + i], 255], 4 * i);
+      tile.getContext("2d").putImageData(img, 0, 0);
+      ctx.drawImage(tile, (k % cols) * (side * scale + gap), Math.floor(k / cols) * (side * scale + gap),
+                    side * scale, side * scale);  // largest first, row by row
+    }
+  }
+}
+
 function inspectorHTML(cell, isDefault) {
   const { layer, channel: c, row: r, col: q, value: v } = cell;
   const why = isDefault ? " — the cell that voted most for the answer; point at any other cell" : "";
@@ -212,7 +250,7 @@ function inspectorHTML(cell, isDefault) {
           `style="width:${(Math.abs(v) / hi * 100).toFixed(0)}%"></span></td><td>${num(v)}</td></tr>`).join("") + "</table>";
     }
   }
-  return html;
+  return html + looksForHTML(BEFORE[layer] || layer, c);  // a pooled map's: its conv map's
 }
 
 // ------------------------------------------------------------------ drawing
@@ -475,7 +513,8 @@ function inspect(cell) {
   // The page's inspector always; the focus view's only while it is open.
   const open = focused !== null;
   $("#inspector").innerHTML = html;
-  if (open) FOCUS.querySelector(".inspector").innerHTML = html;
+  if (PATCHES) drawPatches($("#inspector"));
+  if (open) { FOCUS.querySelector(".inspector").innerHTML = html; if (PATCHES) drawPatches(FOCUS.querySelector(".inspector")); }
   for (const canvas of open ? [$("canvas.field"), inFocusView("canvas.field")] : [$("canvas.field")])
     drawInput(canvas, d.receptive_field, d.kept_receptive_field);
   for (const canvas of open ? [...grids(), ...FOCUS.querySelectorAll("canvas.grid")] : grids())
