@@ -749,3 +749,34 @@ def test_the_move_buttons_move_the_input_and_say_how_similar_each_layer_stayed(p
     page.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
     np.testing.assert_array_equal(page_input(page), drawn)
     expect(page.locator("#move-info .hint")).to_have_count(1)
+
+
+def test_the_inspector_shows_what_each_map_looks_for(page):
+    """Pointing at a cell of map m (conv1, or conv2 through ⑥) shows map m's top MNIST test patches
+    from the shipped file (cnn/patches.py): their digits, and each patch's pixels as drawn."""
+    import numpy as np
+
+    from cnn import patches, weights
+
+    with np.load(patches.path_for(weights.DEFAULT_WEIGHTS)) as z:
+        shipped = {k: z[k] for k in z.files}
+    path = next(p for p in app.EXAMPLES if p.stem.endswith("_2"))
+    page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
+    expect_digit(page, "2")
+    for elem_id, layer, conv, m in (("conv1-before", "conv1", "conv1", 6), ("conv2-after", "pool2", "conv2", 17)):
+        page.mouse.move(*cell_point(page, elem_id, layer, m, 3, 3))
+        box = page.locator(f"#inspector .looks-for[data-conv='{conv}'][data-map='{m}']")
+        indices = box.locator("canvas.patches").get_attribute("data-indices")
+        assert [int(i) for i in indices.split(",")] == shipped[f"{conv}.index"][m].tolist()
+        drawn = np.array(box.locator("canvas.patches").evaluate("""(c) => {
+          const side = Number(c.closest('.looks-for').dataset.conv === 'conv1' ? 5 : 14), k = window.devicePixelRatio || 1;
+          const scale = Math.max(3, Math.round(48 / side)), g = c.getContext('2d');
+          const d = g.getImageData(0, 0, c.width, c.height).data, out = [];
+          for (let y = 0; y < side; y++) for (let x = 0; x < side; x++) {  // the first patch, cell centres
+            const px = Math.floor((x + 0.5) * scale * k), py = Math.floor((y + 0.5) * scale * k);
+            out.push(d[(py * c.width + px) * 4]);
+          }
+          return out;
+        }"""))
+        side = shipped[f"{conv}.patch"].shape[-1]
+        np.testing.assert_array_equal(drawn.reshape(side, side), shipped[f"{conv}.patch"][m, 0], err_msg=conv)
