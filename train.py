@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import cnn.augment
-from cnn import confidence, data, outliers, weights
+from cnn import confidence, data, outliers, replay, weights
 from cnn.augment import augment
 from cnn.errors import CNNError
 from cnn.evaluate import figures, logits_of, test
@@ -141,8 +141,10 @@ def outlier_exposure_loss(logits: torch.Tensor, y: torch.Tensor, oe: dict | None
 
 
 def train(model, split: data.Split, opt, sched, hp: dict, device, g: torch.Generator,
-          epoch: int, max_batches: int | None = None, sketches: Sketches | None = None) -> tuple[float, float]:
-    """One epoch; returns (mean loss, accuracy on the MNIST digits) over the batches seen."""
+          epoch: int, max_batches: int | None = None, sketches: Sketches | None = None,
+          on_step=None) -> tuple[float, float]:
+    """One epoch; returns (mean loss, accuracy on the MNIST digits) over the batches seen.
+    ``on_step(i)``, if given, is called after the epoch's i-th optimizer step (1, 2, ...)."""
     device = torch.device(device)
     model.train()
     order = torch.randperm(len(split), generator=g)
@@ -164,6 +166,8 @@ def train(model, split: data.Split, opt, sched, hp: dict, device, g: torch.Gener
         loss.backward()
         opt.step()
         sched.step()
+        if on_step is not None:
+            on_step(i + 1)
         total_loss += loss.item() * n
         correct += (logits[:n].argmax(1) == y[:n]).sum().item()
         seen += n
@@ -219,6 +223,28 @@ def calibrate(model, validation: data.Split, hp: dict, dry_run: bool, device) ->
     )
 
 
+def save_snapshots(taken: dict[int, dict], args, hp: dict, test_split: data.Split, device) -> None:
+    """Each snapshot as a weights file with its card: how it was made and its test accuracy."""
+    from pathlib import Path
+
+    folder = Path(args.snapshots)
+    folder.mkdir(parents=True, exist_ok=True)
+    for step, state in sorted(taken.items()):
+        model = CNN()
+        model.load_state_dict(state, strict=True)
+        hits = test(model.to(device), test_split, device)
+        card = weights.save(model, replay.file_for(folder, step), {
+            "recipe": args.recipe, "step": step, "steps_per_epoch": -(-60_000 // hp["batch_size"]),
+            "images_seen": step * hp["batch_size"], "seed": SEED, "dry_run": args.dry_run,
+            "test_accuracy": round(hits.float().mean().item(), 4),
+            "test_accuracy_first2000": round(hits[:2000].float().mean().item(), 4),
+            "test_images": len(hits), "calibrated": False, "torch_version": torch.__version__,
+            "command": f"python train.py --recipe {args.recipe} --snapshots {args.snapshots}",
+        })
+        print(f"snapshot step {step}: test accuracy {card['test_accuracy']:.4f} "
+              f"(first 2000: {card['test_accuracy_first2000']:.4f}) -> {replay.file_for(folder, step)}", flush=True)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an int >= 1 (0 epochs would write an untrained model over the weights)."""
     try:
@@ -241,6 +267,10 @@ def parse_args(argv=None):
                    help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./mnist; downloaded if absent)")
     p.add_argument("--out", default=None, help="weights file to write, its card beside it "
                    "(default: weights/cnn.pt; with --dry-run nothing is written unless --out is given)")
+    p.add_argument("--snapshots", default=None, metavar="FOLDER",
+                   help="also save the model at optimizer steps %s into FOLDER (step_0000.pt ..., each with "
+                        "its card and test accuracy): the page's replay of the training; default: none. "
+                        "The shipped ones: --recipe seed --snapshots weights/replay" % ",".join(map(str, replay.STEPS)))
     p.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1, help="torch CPU threads (default: all cores)")
     p.add_argument("--dry-run", action="store_true",
                    help=f"train {DRY_RUN_BATCHES} batches only, for a quick check (default: off)")
@@ -279,9 +309,20 @@ def main(argv=None) -> int:
     steps = hp["epochs"] * (min(steps_per_epoch, max_batches) if max_batches else steps_per_epoch)
     opt, sched = make_optimizer(model, hp, steps)
 
+    # Snapshots: copies of the weights at the chosen steps, taken between optimizer steps (a copy
+    # changes nothing the training computes: the last one equals the run's final weights).
+    taken: dict[int, dict] = {}
+
+    def snapshot(step: int) -> None:
+        if args.snapshots and step in replay.STEPS:
+            taken[step] = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+    snapshot(0)
     start = time.perf_counter()
     for epoch in range(1, hp["epochs"] + 1):
-        loss, acc = train(model, train_split, opt, sched, hp, device, g, epoch, max_batches, sketches)
+        done = (epoch - 1) * (min(steps_per_epoch, max_batches) if max_batches else steps_per_epoch)
+        loss, acc = train(model, train_split, opt, sched, hp, device, g, epoch, max_batches, sketches,
+                          on_step=lambda i: snapshot(done + i))
         print(f"epoch {epoch}/{hp['epochs']}: train loss {loss:.4f}, train acc {acc:.4f}", flush=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -297,6 +338,8 @@ def main(argv=None) -> int:
           f"{calibration['validation_answered']:.2%}; non-digits refused: "
           f"{calibration['validation_non_digits_refused'] or 'none measured'}", flush=True)
 
+    if args.snapshots:
+        save_snapshots(taken, args, hp, test_split, device)
     out = args.out or (None if args.dry_run else weights.DEFAULT_WEIGHTS)
     if out is None:
         print("dry run: weights not written (pass --out to write them)")
