@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 
-from cnn import confidence, explain, inspector, link, patches, payload, render, serving, shift, weights
+from cnn import confidence, explain, inspector, link, patches, payload, render, replay, serving, shift, weights
 from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
@@ -74,7 +74,8 @@ MOVE_HTML = "<div class='move-info' aria-live='polite'></div>"  # filled by maps
 MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "back": None}
 MOVE_LABELS = {"left": "←", "right": "→", "up": "↑", "down": "↓", "back": "⟲"}
 # "Link to this drawing": the cell the visitor pinned in the browser (maps.js keeps it on #maps).
-PINNED_JS = "(image, cell, move) => [image, document.getElementById('maps')?.dataset.pinned || '', move]"
+PINNED_JS = ("(image, cell, move, network) => "
+             "[image, document.getElementById('maps')?.dataset.pinned || '', move, network]")
 LINK_JS = """
 (query) => {
   if (!query) return "";
@@ -91,7 +92,7 @@ LINK_JS = """
 LINK_QUERY_JS = """
 () => {
   const q = new URLSearchParams(window.location.search);
-  return q.has("drawing") || q.has("cell") || q.has("move") ? window.location.search : undefined;
+  return ["drawing", "cell", "move", "network"].some((k) => q.has(k)) ? window.location.search : undefined;
 }
 """
 CANVAS_JS = """
@@ -191,10 +192,17 @@ def show(model: CNN, features, image: np.ndarray, pinned: tuple | None = None) -
     """``update``'s outputs for one forward pass (``features = extract(model, tensor)``) of a
     network input whose (28, 28) uint8 picture is ``image``; ``pinned``: the cell a link names."""
     answer = confidence.answer(model, features.logits)  # calibrated, and "not a digit" or not
+    calibrated = confidence.rule_of(model).calibrated  # a training snapshot's is not (cnn/replay.py)
     top, runner_up = (inspector.evidence(model, features, d) for d in features.ranked()[:2])
     value = payload.encode(model, features, image, answer, inspector.strongest_vote(model, features), pinned,
                            words=explain.evidence(top, runner_up, answer.not_a_digit))
-    return (probabilities(answer), explain.answer(answer.probabilities, answer.not_a_digit), value, image)
+    value |= {"network": network_name(model), "calibrated": calibrated}
+    return (probabilities(answer), explain.answer(answer.probabilities, answer.not_a_digit, calibrated), value, image)
+
+
+def network_name(model: CNN) -> str:
+    """The name links and the API use for ``model``: a snapshot's (``cnn.replay``), else "shipped"."""
+    return getattr(model, "network_name", replay.SHIPPED)
 
 
 def moved(model: CNN, image: np.ndarray, dx: int, dy: int, pinned: tuple | None = None) -> tuple:
@@ -246,7 +254,7 @@ def stroke(model: CNN, sketch, stale: bool = False) -> tuple:
     return (gr.skip(),) * 6 if value is None else update(model, value) + ((0, 0), "")
 
 
-def make_link(image, pinned, move=(0, 0)) -> str:
+def make_link(image, pinned, move=(0, 0), network: str = replay.SHIPPED) -> str:
     """"Link to this drawing": the query string that carries the session's current network
     input, the cell the visitor pinned (``"layer-channel-row-col"`` from the page, or empty) and
     the move, if any; the page's script puts its own address in front."""
@@ -262,17 +270,19 @@ def make_link(image, pinned, move=(0, 0)) -> str:
         query[link.CELL_PARAM] = link.encode_cell(cell)
     if isinstance(move, (tuple, list)) and tuple(move) != (0, 0):
         query[link.MOVE_PARAM] = link.encode_move(move)
+    if isinstance(network, str) and network and network != replay.SHIPPED:
+        query[link.NETWORK_PARAM] = network
     return urlencode(query, safe=",")
 
 
-def open_link(model: CNN, request: gr.Request) -> tuple:
+def open_link(model: CNN, request: gr.Request, networks: dict | None = None) -> tuple:
     """Page load: a link's drawing (``?drawing=...&cell=...``) onto the canvas, with the answer,
     the maps and the inspected cell; no link: nothing changes; a bad link: the empty page and
     one short notice (a blank drawing, or a cell named without a drawing, included). Everything
     comes from the link itself; the server keeps nothing."""
     params = request.query_params if request is not None else {}
-    if not {link.PARAM, link.CELL_PARAM, link.MOVE_PARAM} & set(params):
-        return (gr.skip(),) * 7
+    if not {link.PARAM, link.CELL_PARAM, link.MOVE_PARAM, link.NETWORK_PARAM} & set(params):
+        return (gr.skip(),) * 8
     try:
         if link.PARAM not in params:
             raise link.LinkError("The link names a cell or a move but carries no drawing.")
@@ -281,18 +291,20 @@ def open_link(model: CNN, request: gr.Request) -> tuple:
         if selection is not None:
             payload.check_cell(selection)
         dx, dy = shift.check(*link.decode_move(params.get(link.MOVE_PARAM)))
-        page = moved(model, image, dx, dy, selection)  # one forward pass (two with a move)
+        networks = networks or {replay.SHIPPED: (model, None)}
+        network = replay.check(params.get(link.NETWORK_PARAM), networks)
+        page = moved(networks[network][0], image, dx, dy, selection)  # one forward pass (two with a move)
     except InputError as e:
-        return (gr.skip(),) * 6 + (f"<p>{e} Here is an empty page to draw on.</p>",)
+        return (gr.skip(),) * 6 + (f"<p>{e} Here is an empty page to draw on.</p>", gr.skip())
     except gr.Error as e:
-        return (gr.skip(),) * 6 + (f"<p>{e.message} Here is an empty page to draw on.</p>",)
-    return page + ((dx, dy), link.canvas(image, CANVAS), "")
+        return (gr.skip(),) * 6 + (f"<p>{e.message} Here is an empty page to draw on.</p>", gr.skip())
+    return page + ((dx, dy), link.canvas(image, CANVAS), "", network)
 
 
-def open_query(model: CNN, query) -> tuple:
+def open_query(model: CNN, query, networks: dict | None = None) -> tuple:
     """``open_link`` for the page's query string as the browser sent it (``LINK_QUERY_JS``)."""
     params = dict(parse_qsl(query.lstrip("?"))) if isinstance(query, str) else {}
-    return open_link(model, SimpleNamespace(query_params=params))
+    return open_link(model, SimpleNamespace(query_params=params), networks)
 
 
 def example(model: CNN, index) -> tuple:
@@ -333,9 +345,64 @@ def evidence_api(model: CNN, value, digit=None) -> dict:
 
 # ---------------------------------------------------------------- the page
 
-def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = None) -> gr.Blocks:
+def network_choices(networks: dict) -> list[tuple[str, str]]:
+    """The network picker's entries: each step of the tutorial's training, then the shipped weights."""
+    def acc(card):
+        a = (card or {}).get("test_accuracy")
+        return f" — {a:.1%} of the test digits" if isinstance(a, (int, float)) else ""
+    steps = [(f"Tutorial, step {c['step']:,} of {c['steps_per_epoch']:,} ({c['images_seen']:,} digits seen){acc(c)}", n)
+             for n, (_, c) in networks.items() if n != replay.SHIPPED]
+    return steps + [(f"The shipped weights{acc(networks[replay.SHIPPED][1])}", replay.SHIPPED)]
+
+
+def network_note(name: str, card: dict | None) -> str:
+    """What the picked network is, its test accuracy, and whether its probabilities are calibrated."""
+    card = card or {}
+    acc, first = card.get("test_accuracy"), card.get("test_accuracy_first2000")
+    if name == replay.SHIPPED:
+        a = f": {acc:.2%} of the 10,000 MNIST test digits" if isinstance(acc, (int, float)) else ""
+        return f"<p class='network-note'>The shipped weights{a}; calibrated probabilities.</p>"
+    return (f"<p class='network-note' data-network='{name}'>The tutorial's training after {card['step']:,} of its "
+            f"{card['steps_per_epoch']:,} steps ({card['images_seen']:,} digits seen): {acc:.1%} of the 10,000 MNIST "
+            f"test digits ({first:.1%} of the first 2,000, as the tutorial prints it). <b>Uncalibrated:</b> its "
+            f"probabilities are its plain softmax, and it never says “Not a digit?”. Every map, filter and number "
+            f"below is this network's.</p>")
+
+
+def switch(networks: dict, name, image, move) -> tuple:
+    """The network picker: the session's drawing (moved as it is) through network ``name``. Outputs:
+    the label (and its title), answer line, the maps' value (with this network's weights, which the
+    browser keeps for the inspector), conv1's filters, the note, the network now."""
+    try:
+        name = replay.check(name, networks)
+    except InputError as e:
+        raise gr.Error(str(e), title="No such network", print_exception=False) from None
+    model, card = networks[name]
+    dx, dy = move if isinstance(move, (tuple, list)) and len(move) == 2 else (0, 0)
+    if image is None:
+        label, answer, value = EMPTY, explain.answer(None), {"network": name}
+    else:
+        label, answer, value = moved(model, image, dx, dy)[:3]
+    value["weights"] = payload.weights(model)
+    title = "What the network decides" + ("" if name == replay.SHIPPED else " (uncalibrated softmax)")
+    return (gr.update(value=label, label=title), answer, value, render.filters(model.conv1[0].weight),
+            network_note(name, card), name)
+
+
+def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = None,
+               networks: dict | None = None) -> gr.Blocks:
     """The page for ``model`` (eval mode), with its queue set. ``card``: its weights card, for the
-    footer; ``looks_for``: what each map looks for (``cnn.patches.load``), shown by the inspector."""
+    footer; ``looks_for``: what each map looks for (``cnn.patches.load``), shown by the inspector;
+    ``networks``: the tutorial's training snapshots the visitor can pick (``cnn.replay.load``)."""
+    networks = {**(networks or {}), replay.SHIPPED: (model, card)}
+
+    def pick(network) -> CNN:
+        """The model a network name names (the API's optional argument, the session's pick)."""
+        try:
+            return networks[replay.check(network, networks)][0]
+        except InputError as e:
+            raise gr.Error(str(e), title="No such network", print_exception=False) from None
+
     # No delete_cache: cnn/serving.py's sweep is the one owner of the cache, files and records together.
     with gr.Blocks(title="Draw a digit: inside an MNIST CNN") as demo:
         gr.Markdown(INTRO, elem_id="intro")
@@ -362,10 +429,14 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
                     move_buttons = {name: gr.Button(MOVE_LABELS[name], size="sm", min_width=40, elem_id=f"move-{name}")
                                     for name in MOVES}
                 gr.HTML(MOVE_HTML, elem_id="move-info")
-                serving.Picture(label="conv1's 16 learned 5×5 filters", height=260, format="png", type="pil",
-                                interactive=False, buttons=["fullscreen"], elem_classes=["crisp"],
-                                value=render.filters(model.conv1[0].weight), elem_id="filters")
+                filters = serving.Picture(label="conv1's 16 learned 5×5 filters", height=260, format="png",
+                                          type="pil", interactive=False, buttons=["fullscreen"], elem_classes=["crisp"],
+                                          value=render.filters(model.conv1[0].weight), elem_id="filters")
             with gr.Column(scale=3, min_width=240):
+                # Which network reads the drawing: each step of the tutorial's training, or the shipped weights.
+                choice = gr.Dropdown(network_choices(networks), value=replay.SHIPPED, label="The network",
+                                     elem_id="network", visible=len(networks) > 1)
+                note = gr.HTML(network_note(replay.SHIPPED, card), elem_id="network-note")
                 label = AnswerLabel(value=EMPTY, num_top_classes=10, label="What the network decides",
                                  elem_id="prediction")
         gr.Markdown(INSIDE)
@@ -376,7 +447,8 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
         gr.Markdown(_footer(model, card))
 
         # The session's own state: its current 28x28 input (what "Link to this drawing" encodes).
-        drawing, move = gr.State(None), gr.State((0, 0))  # the input as drawn; the move shown
+        # the input as drawn; the move shown; the network picked
+        drawing, move, network = gr.State(None), gr.State((0, 0)), gr.State(replay.SHIPPED)
         outputs = [label, answer, maps, drawing]
         # Live: after every stroke and on Clear. The pad sends its images with `accept_blobs`
         # first; the event reads them from there (`stroke`) rather than taking the pad as an
@@ -392,35 +464,41 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
         stale = gr.Checkbox(visible=False, label="stale")
         clears = gr.Number(0, visible="hidden", label="clears")
         sketch.clear(None, None, clears, js=CLEARED_JS)
-        gr.on([sketch.change, clears.change], partial(stroke, model, sketch), [stale], [*outputs, move, notice],
+        gr.on([sketch.change, clears.change], lambda stale, net: stroke(pick(net), sketch, stale), [stale, network],
+              [*outputs, move, notice],
               js=STALE_JS, api_visibility="private", trigger_mode="always_last", show_progress="hidden",
               concurrency_id="cnn")
         # An example: the page is computed from its file, then the browser puts the digit on the
         # canvas (CANVAS_JS, as for a link below).
         linked = serving.Picture(visible=False, type="pil", format="png")
-        examples.click(partial(example, model), examples, [*outputs, move, linked], api_visibility="private",
+        examples.click(lambda index, net: example(pick(net), index), [examples, network], [*outputs, move, linked],
+                       api_visibility="private",
                        show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
         # The page's undocumented /update endpoint: what a stroke computes, for a sketch value.
         gr.on(triggers=[], fn=partial(update, model), inputs=[sketch], outputs=outputs, api_name="update",
               api_visibility="undocumented", concurrency_id="cnn")
         # The public API: the same sketch value in, the ten probabilities out. No trigger on
         # the page (the page gets its label from `update`, so each stroke runs the model once).
-        gr.on(triggers=[], fn=partial(predict, model), inputs=sketch, outputs=label,
-              api_name="predict", concurrency_id="cnn")
+        # Each takes an optional network name ("shipped", or a step of the tutorial's training).
+        network_in = gr.Textbox(replay.SHIPPED, visible=False, label="network")
+        gr.on(triggers=[], fn=lambda value, network=replay.SHIPPED: predict(pick(network), value), inputs=[sketch, network_in],
+              outputs=label, api_name="predict", concurrency_id="cnn")
         # /inspect and /evidence: what the inspector and the evidence map show, as JSON.
         layer_in = gr.Textbox(visible=False, label="layer")
         channel_in, row_in, col_in, digit_in = (gr.Number(visible=False, label=n) for n in
                                                 ("channel", "row", "col", "digit"))
         json_out = gr.JSON(visible=False)
-        gr.on(triggers=[], fn=partial(inspect_api, model), inputs=[sketch, layer_in, channel_in, row_in, col_in],
+        gr.on(triggers=[], fn=lambda value, layer, channel, row, col, network=replay.SHIPPED:
+              inspect_api(pick(network), value, layer, channel, row, col),
+              inputs=[sketch, layer_in, channel_in, row_in, col_in, network_in],
               outputs=json_out, api_name="inspect", concurrency_id="cnn")
-        gr.on(triggers=[], fn=partial(evidence_api, model), inputs=[sketch, digit_in], outputs=json_out,
-              api_name="evidence", concurrency_id="cnn")
+        gr.on(triggers=[], fn=lambda value, digit=None, network=replay.SHIPPED: evidence_api(pick(network), value, digit),
+              inputs=[sketch, digit_in, network_in], outputs=json_out, api_name="evidence", concurrency_id="cnn")
         # A link to the drawing: the server turns the session's input and the cell pinned in the
         # browser (PINNED_JS) into a query string, the browser puts its own address in front
         # (localhost, gradio.live, a Space) and copies it.
         query, pinned = gr.Textbox(visible=False), gr.Textbox(visible=False, label="pinned cell")
-        share.click(make_link, [drawing, pinned, move], query, js=PINNED_JS, api_visibility="private",
+        share.click(make_link, [drawing, pinned, move, network], query, js=PINNED_JS, api_visibility="private",
                     show_progress="hidden", concurrency_id="cnn").success(None, query, share_link, js=LINK_JS)
         # Opening a link: the page from the link's drawing, then the drawing onto the canvas by a
         # browser-side step (a server event with the pad as an output would make the pad upload
@@ -431,12 +509,17 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
         # used to fill the queue with load events that did nothing).
         link_query = gr.Textbox(visible=False, label="link query")
         demo.load(None, None, link_query, js=LINK_QUERY_JS)
-        link_query.change(partial(open_query, model), link_query, [*outputs, move, linked, notice],
+        link_query.change(lambda query: open_query(model, query, networks), link_query,
+                          [*outputs, move, linked, notice, choice],
                           api_visibility="private", show_progress="hidden", concurrency_id="cnn",
                           ).success(None, linked, sketch, js=CANVAS_JS)
         for name, button in move_buttons.items():  # one pixel a click; ⟲ back to the drawing as drawn
-            button.click(partial(move_by, model, MOVES[name]), [drawing, move], [label, answer, maps, move],
+            button.click(lambda image, shown, net, step=MOVES[name]: move_by(pick(net), step, image, shown),
+                         [drawing, move, network], [label, answer, maps, move],
                          api_visibility="private", show_progress="hidden", concurrency_id="cnn")
+        # The network picker (a link's network arrives here too): the same drawing through it.
+        choice.change(partial(switch, networks), [choice, drawing, move], [label, answer, maps, filters, note, network],
+                      api_visibility="private", show_progress="hidden", concurrency_id="cnn")
         demo.load(None, js=ARM_BRUSH_JS)
         demo.load(None, js=PAGE_JS)
     demo.queue(**QUEUE)
@@ -524,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         model = weights.load(args.weights)  # once, before anything is served
         card = weights.read_card(args.weights)
         looks_for = patches.load(args.weights)  # None when missing or made for other weights
+        networks = replay.load()  # the tutorial's training, replayed (weights/replay)
     except CNNError as e:  # missing, truncated or tampered weights: one line, the fix, no traceback
         print(f"app.py: {e}", file=sys.stderr)
         return 1
@@ -531,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     if looks_for is None:
         print(f"app.py: no patches file for these weights: the inspector will not show what each map looks for "
               f"(make one: python -m cnn patches --weights {args.weights})", file=sys.stderr)
-    demo = build_demo(model, card, looks_for)
+    demo = build_demo(model, card, looks_for, networks)
     try:
         with serving.sigterm_as_ctrl_c():  # SIGTERM (docker stop, Spaces) cleans up like Ctrl-C
             launch(demo, args.host, args.port, share=args.share)

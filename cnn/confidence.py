@@ -58,6 +58,11 @@ class Rule:
     score: str
     threshold: float
 
+    @property
+    def calibrated(self) -> bool:
+        """False for a rule that answers everything at temperature 1 (``cnn.replay``'s snapshots)."""
+        return self.threshold != -float("inf")
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities: softmax(logits / T), same shape, same argmax."""
         return (logits.float() / self.temperature).softmax(-1)

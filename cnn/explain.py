@@ -45,9 +45,10 @@ def evidence(top: dict, runner_up: dict, not_a_digit: bool = False) -> str:
             f"like {a(d)}.</p>")
 
 
-def answer(probabilities, not_a_digit: bool = False) -> str:
+def answer(probabilities, not_a_digit: bool = False, calibrated: bool = True) -> str:
     """The one-line answer above the canvas (``None``: nothing drawn yet). ``probabilities``: the
-    ten calibrated ones; ``not_a_digit``: the card's rule refuses the drawing (cnn/confidence.py)."""
+    ten calibrated ones; ``not_a_digit``: the card's rule refuses the drawing (cnn/confidence.py);
+    ``calibrated=False``: a training snapshot's plain softmax, said as such."""
     if probabilities is None:
         return "<div class='answer' data-digit=''>Draw a digit</div>"
     if not_a_digit:
@@ -55,5 +56,6 @@ def answer(probabilities, not_a_digit: bool = False) -> str:
                 f"<span class='reason'>{NOT_A_DIGIT_REASON}</span></div>")
     p = np.asarray(probabilities, float)
     d = int(p.argmax())
+    sure = "sure" if calibrated else "by its softmax, uncalibrated"
     return (f"<div class='answer' data-digit='{d}'>The network reads <b>{d}</b> "
-            f"({p[d]:.1%} sure)</div>")
+            f"({p[d]:.1%} {sure})</div>")

@@ -32,7 +32,7 @@ from PIL import Image
 
 from .errors import InputError
 
-PARAM, CELL_PARAM, MOVE_PARAM = "drawing", "cell", "move"  # the query parameters
+PARAM, CELL_PARAM, MOVE_PARAM, NETWORK_PARAM = "drawing", "cell", "move", "network"  # the query parameters
 VERSION = 2  # 1: 16 grey levels, the whole field (no longer read)
 SIDE = 28
 HEADER = 5  # version, top, left, height, width

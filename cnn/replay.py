@@ -54,6 +54,7 @@ def load(folder: str | Path = DEFAULT_FOLDER, score: str = "energy") -> dict[str
         model = CNN()
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
         model.confidence = uncalibrated(score)
+        model.network_name = name(step)
         out[name(step)] = (model.eval(), card)
     return out
 

@@ -29,9 +29,9 @@ def shipped_model():
 def served_app(shipped_model):
     """URL of the draw-a-digit page, running in this process on a free localhost port."""
     import app
-    from cnn import patches, weights
+    from cnn import patches, replay, weights
 
-    demo = app.build_demo(shipped_model, weights.read_card(), patches.load(weights.DEFAULT_WEIGHTS))
+    demo = app.build_demo(shipped_model, weights.read_card(), patches.load(weights.DEFAULT_WEIGHTS), replay.load())
     app.launch(demo, "127.0.0.1", free_port(), block=False, quiet=True)
     try:
         yield demo.local_url

@@ -82,7 +82,8 @@ def test_the_documented_endpoints_are_predict_inspect_and_evidence(client):
     api = client.view_api(print_info=False, return_format="dict")
     assert sorted(api["named_endpoints"]) == ["/evidence", "/inspect", "/predict"]
     params = api["named_endpoints"]["/predict"]["parameters"]
-    assert len(params) == 1 and params[0]["component"] == "Imageeditor"  # what a Sketchpad is
+    assert len(params) == 2 and params[0]["component"] == "Imageeditor"  # what a Sketchpad is
+    assert (params[1]["parameter_name"], params[1]["parameter_default"]) == ("network", "shipped")  # optional
 
 
 def test_predict_a_drawn_digit(client, tmp_path):

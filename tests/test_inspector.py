@@ -184,7 +184,8 @@ def test_inspect_and_evidence_endpoints_are_the_models_numbers(client, shipped_m
     assert sum(map(sum, got["map"])) + got["bias"] == pytest.approx(got["logit"], abs=1e-4)
     assert client.predict(payload, 3, api_name="/evidence")["digit"] == 3
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert [p["parameter_name"] for p in api["/inspect"]["parameters"]][1:] == ["layer", "channel", "row", "col"]
+    assert [p["parameter_name"] for p in api["/inspect"]["parameters"]][1:] == ["layer", "channel", "row", "col",
+                                                                                "network"]
 
 
 @pytest.mark.parametrize("args, says", [

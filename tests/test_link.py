@@ -103,11 +103,11 @@ def test_the_page_opens_a_link_with_its_drawing_cell_and_canvas(shipped_model):
     assert len(passes) == 1  # the cell is checked on the same forward pass the page shows
     label, *_ = out
     assert max(label, key=label.get) == app.EXAMPLES[0].stem[-1]
-    assert out[2]["pinned"] == ["conv1", 3, 4, 5] and out[6] == ""  # the cell the browser inspects, no notice
+    assert out[2]["pinned"] == ["conv1", 3, 4, 5] and out[6] == "" and out[7] == "shipped"  # the cell, no notice
     np.testing.assert_array_equal(out[3], image)  # the session's drawing: what the next "link" encodes
     assert out[4] == (0, 0) and out[5].size == (app.CANVAS, app.CANVAS)  # not moved; the canvas
     no_link = app.open_link(shipped_model, type("Request", (), {"query_params": {}}))
-    assert no_link == (gr.skip(),) * 7  # no link: the page as it loads
+    assert no_link == (gr.skip(),) * 8  # no link: the page as it loads
 
 
 def good() -> str:
@@ -208,7 +208,7 @@ def test_a_bad_cell_parameter_is_refused(cell):
         "too long", "move too far", "move not numbers", "move of three"])
 def test_a_bad_link_opens_the_empty_page_with_one_notice(shipped_model, query, says):
     out = app.open_link(shipped_model, type("Request", (), {"query_params": query}))
-    assert len(out) == 7 and out[:6] == (gr.skip(),) * 6  # nothing drawn, nothing inspected
+    assert len(out) == 8 and out[:6] == (gr.skip(),) * 6 and out[7] == gr.skip()  # nothing drawn or inspected
     assert "Here is an empty page to draw on." in out[6] and "Traceback" not in out[6]
     assert says in out[6] and out[6].count("<p>") == 1
 

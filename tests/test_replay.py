@@ -40,3 +40,75 @@ def test_the_last_step_is_the_seed_recipes_final_weights_bit_for_bit(tmp_path):
     assert list(seed) == list(last)
     for key in seed:
         assert torch.equal(seed[key], last[key]), key
+
+
+# ---------------------------------------------------------------- the page and the API
+
+def reference_probabilities(model, image) -> torch.Tensor:
+    """The snapshot's plain softmax, from its state dict alone."""
+    import torch.nn.functional as F
+
+    sd = model.state_dict()
+    x = torch.from_numpy(image).float().div(255)[None, None]
+    h = F.max_pool2d(F.relu(F.conv2d(x, sd["conv1.0.weight"], sd["conv1.0.bias"], padding=2)), 2)
+    h = F.max_pool2d(F.relu(F.conv2d(h, sd["conv2.0.weight"], sd["conv2.0.bias"], padding=2)), 2)
+    return F.linear(h.flatten(1), sd["out.weight"], sd["out.bias"]).softmax(1)[0]
+
+
+def test_the_picker_puts_the_drawing_through_the_snapshot_uncalibrated():
+    import app
+    from cnn.preprocess import prepare
+
+    networks = replay.load()
+    image = prepare(str(app.EXAMPLES[0])).image
+    label, answer, value, filters, note, name = app.switch(networks, "step-50", image, (0, 0))
+    model = networks["step-50"][0]
+    want = reference_probabilities(model, image)
+    got = [c["confidence"] for c in sorted(label["value"]["confidences"], key=lambda c: int(c["label"]))] \
+        if isinstance(label["value"], dict) and "confidences" in label["value"] else \
+        [label["value"][str(d)] for d in range(10)]
+    assert torch.allclose(torch.tensor(got), want, atol=1e-6)
+    assert label["label"].endswith("(uncalibrated softmax)") and "uncalibrated" in answer
+    assert value["network"] == name == "step-50" and value["calibrated"] is False and value["weights"]
+    assert "Uncalibrated" in note and "83.3%" in note  # the card's accuracy, beside the picker
+    assert filters.size == app.render.filters(model.conv1[0].weight).size
+
+
+def test_a_link_with_a_network_reopens_the_same_page():
+    import app
+    from cnn.preprocess import prepare
+
+    networks = replay.load()
+    image = prepare(str(app.EXAMPLES[1])).image
+    query = app.make_link(image, "", (1, 0), "step-200")
+    assert "network=step-200" in query and "move=1,0" in query
+    opened = app.open_query(networks["step-200"][0], "?" + query, {**networks, replay.SHIPPED: (None, None)})
+    assert opened[-1] == "step-200" and opened[2]["network"] == "step-200" and opened[4] == (1, 0)
+    made = app.switch(networks, "step-200", image, (1, 0))
+    assert opened[2]["probabilities"] == made[2]["probabilities"] and opened[1] == made[1]
+
+
+def test_the_api_takes_an_optional_network_and_a_bad_one_is_one_sentence(served_app):
+    from gradio_client import Client, handle_file
+
+    import app
+    from cnn.preprocess import prepare
+
+    client = Client(served_app, verbose=False)
+    path = app.EXAMPLES[0]
+    value = {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))}
+    got = client.predict(value, "step-100", api_name="/predict")
+    want = reference_probabilities(replay.load()["step-100"][0], prepare(str(path)).image)
+    conf = {c["label"]: c["confidence"] for c in got["confidences"]}
+    assert torch.allclose(torch.tensor([conf[str(d)] for d in range(10)]), want, atol=1e-6)
+    cell = client.predict(value, "conv1", 3, 10, 12, "step-100", api_name="/inspect")
+    shipped = client.predict(value, "conv1", 3, 10, 12, api_name="/inspect")  # no network: the shipped weights
+    assert cell["weights"] != shipped["weights"]
+    for bad in ("step-7", "../cnn.pt", "x" * 5000):
+        try:
+            client.predict(value, bad, api_name="/predict")
+        except Exception as e:  # gradio_client's AppError carries the sentence
+            said = str(e)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
+        assert "Unknown network" in said and "choose shipped" in said and len(said) < 300, said

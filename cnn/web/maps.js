@@ -25,16 +25,20 @@ const inFocusView = (sel) => FOCUS.querySelector(sel);
 
 // ------------------------------------------------------------------ the weights, once
 const bytes = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-const W = {};
-{
-  const all = new Float32Array(bytes(NET.data).buffer);
+function unpackWeights(net) {  // {"conv1.0.weight": Float32Array, ...} from cnn/payload.py's weights()
+  const all = new Float32Array(bytes(net.data).buffer), out = {};
   let at = 0;
-  NET.names.forEach((name, i) => {
-    const n = NET.shapes[i].reduce((a, b) => a * b, 1);
-    W[name] = all.subarray(at, at + n);
+  net.names.forEach((name, i) => {
+    const n = net.shapes[i].reduce((a, b) => a * b, 1);
+    out[name] = all.subarray(at, at + n);
     at += n;
   });
+  return out;
 }
+// Each network's weights, by name: the shipped ones with the page, a training snapshot's with the
+// value that switched to it (cnn/replay.py); W is the drawing's network's.
+const WEIGHTS = { shipped: unpackWeights(NET) };
+let W = WEIGHTS.shipped;
 // What each map looks for (cnn/patches.py): per conv layer, TOP patches a map, uint8, or null.
 const PATCHES = props.patches || null;
 const patchBytes = PATCHES ? { conv1: bytes(PATCHES.conv1.patch), conv2: bytes(PATCHES.conv2.patch) } : null;
@@ -183,7 +187,7 @@ function sumLine(cell, what) {
 // The receptive fields on which map `c` of `conv` (conv1 or conv2) responded most over the MNIST
 // test set; a canvas that drawPatches fills in once the HTML is in place.
 function looksForHTML(conv, c) {
-  if (!PATCHES) return "";
+  if (!PATCHES || (D && D.v.network && D.v.network !== "shipped")) return "";  // computed for the shipped weights
   const P = PATCHES[conv], n = PATCHES.top;
   const values = P.value[c].map((v) => num(v)).join(", ");
   return `<div class="looks-for" data-conv="${conv}" data-map="${c}"><p>What ${conv}'s map ${c} looks for: the ${n} ` +
@@ -651,9 +655,12 @@ button(".focus-next", () => step(1));
 let version = 0;
 async function show(value) {
   const mine = ++version;
+  if (value && value.weights) WEIGHTS[value.network] = unpackWeights(value.weights);
   const next = value && typeof value === "object" && value.blob ? await decode(value) : null;
   if (mine !== version) return;  // a newer drawing arrived while this one was inflating
   D = next;
+  W = (D && WEIGHTS[D.v.network]) || WEIGHTS.shipped;
+  host.dataset.network = (D && D.v.network) || (value && value.network) || "shipped";
   if (!D) { pinned = null; host.dataset.pinned = ""; closeFocus(); }
   else if (D.v.pinned) pin(D.v.pinned);
   draw();
