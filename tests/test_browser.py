@@ -780,3 +780,51 @@ def test_the_inspector_shows_what_each_map_looks_for(page):
         }"""))
         side = shipped[f"{conv}.patch"].shape[-1]
         np.testing.assert_array_equal(drawn.reshape(side, side), shipped[f"{conv}.patch"][m, 0], err_msg=conv)
+
+
+def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_weights(page, served_app):
+    """The picker on "step 50" with the example 2: the note and the answer say uncalibrated, the
+    inspector's numbers for cells of all four layers are /inspect's with network=step-50 (the
+    snapshot's weights reached the browser), no shipped patches are shown for it; back to the
+    shipped weights, the shipped numbers again."""
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import expect
+
+    path = next(p for p in app.EXAMPLES if p.stem.endswith("_2"))
+    page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
+    expect_digit(page, "2")
+    client = Client(served_app, verbose=False)
+    value = {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))}
+
+    def pick(option: str, network: str) -> None:
+        before = page.locator("#maps").get_attribute("data-drawn")
+        page.locator("#network input").click()
+        page.get_by_role("option", name=option).click()
+        page.wait_for_function("([n, net]) => document.getElementById('maps').dataset.drawn !== n && "
+                               "document.getElementById('maps').dataset.network === net", arg=[before, network])
+
+    def check(network: str | None) -> None:
+        for elem_id, layer, cell in (("conv1-before", "conv1", (3, 9, 14)), ("conv1-after", "pool1", (5, 6, 7)),
+                                     ("conv2-before", "conv2", (20, 4, 9)), ("conv2-after", "pool2", (11, 3, 3))):
+            page.mouse.move(*cell_point(page, elem_id, layer, *cell))
+            shown = page.evaluate(READ_INSPECTOR_JS)
+            args = (value, layer, *cell) + ((network,) if network else ())
+            want = client.predict(*args, api_name="/inspect")
+            close(shown["value"], want["value"], (network, layer, "value"))
+            if layer.startswith("conv"):
+                close([shown["bias"], shown["pre"]], [want["bias"], want["pre_activation"]], (network, layer))
+            if layer == "conv1":
+                close(shown["products"], want["products"], (network, "products"))
+            if layer == "conv2":
+                close([t for _, t in sorted(shown["terms"])], want["channel_terms"], (network, "terms"))
+            if layer == "pool2":
+                close(shown["votes"], want["class_terms"], (network, "votes"))
+
+    pick("Tutorial, step 50 of", "step-50")
+    expect(page.locator("#network-note")).to_contain_text("Uncalibrated")
+    expect(page.locator("#answer")).to_contain_text("uncalibrated")
+    check("step-50")
+    assert page.locator("#inspector .looks-for").count() == 0  # the patches are the shipped weights'
+    pick("The shipped weights", "shipped")
+    expect(page.locator("#answer")).to_contain_text("sure")
+    check(None)
