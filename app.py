@@ -434,8 +434,10 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
                                           value=render.filters(model.conv1[0].weight), elem_id="filters")
             with gr.Column(scale=3, min_width=240):
                 # Which network reads the drawing: each step of the tutorial's training, or the shipped weights.
+                # (allow_custom_value: any other value reaches `switch`, which answers it with a
+                # sentence; Gradio's own check would log a traceback for each hostile request)
                 choice = gr.Dropdown(network_choices(networks), value=replay.SHIPPED, label="The network",
-                                     elem_id="network", visible=len(networks) > 1)
+                                     elem_id="network", visible=len(networks) > 1, allow_custom_value=True)
                 note = gr.HTML(network_note(replay.SHIPPED, card), elem_id="network-note")
                 label = AnswerLabel(value=EMPTY, num_top_classes=10, label="What the network decides",
                                  elem_id="prediction")

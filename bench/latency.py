@@ -14,6 +14,9 @@ Printed (p50 / p95 over --runs requests, after a warm-up), goals: page update p5
   + JSON              the same, plus the JSON Gradio sends
   move it             a click on a move button: the session's 28x28 input moved, two forward
                       passes (moved and as drawn), the value and the four similarities
+  switch network      the network picker: one forward pass through the picked network (a step of
+                      the tutorial's training or the shipped weights), the value with that
+                      network's weights for the browser, and its filters picture
   predict API         preprocess + forward, the ``/predict`` endpoint
   inspect API         preprocess + forward + one cell's arithmetic, ``/inspect`` (cells of all 4 layers)
   evidence API        preprocess + forward + the 7x7 map, ``/evidence``
@@ -39,7 +42,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import app  # noqa: E402
-from cnn import confidence, payload, weights  # noqa: E402
+from cnn import confidence, payload, replay, weights  # noqa: E402
 from cnn.features import extract  # noqa: E402
 from cnn.preprocess import prepare  # noqa: E402
 
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         json.dumps(app.update(model, v)[:3])
 
     cells = [("conv1", 3, 14, 9), ("pool1", 7, 6, 5), ("conv2", 20, 7, 7), ("pool2", 11, 3, 3)]
+    networks = {**replay.load(), replay.SHIPPED: (model, weights.read_card())}
+    names = list(networks)
     prepared = [prepare(v) for v in values]
     feats = [extract(model, q.tensor) for q in prepared]
     answers = [confidence.answer(model, f.logits) for f in feats]
@@ -113,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
          timed(lambda v: app.evidence_api(model, v, None), values, args.runs)),
         ("move it (two forward passes + the value + 4 similarities)",
          timed(lambda i: app.moved(model, prepared[i].image, 1, -1), list(range(len(values))), args.runs)),
+        ("switch network (forward + value + its weights + filters)",
+         timed(lambda i: app.switch(networks, names[i % len(names)], prepared[i % len(values)].image, (0, 0)),
+               list(range(len(values) * len(names))), args.runs)),
         ("  preprocess only", timed(prepare, values, args.runs)),
         ("  extract only (forward + hooks + kept cells)",
          timed(lambda q: extract(model, q.tensor), prepared, args.runs)),

@@ -320,6 +320,19 @@ def _names_a_url(value, depth: int = 0) -> bool:
     return False
 
 
+def _fill_optional(block_fn, inputs) -> None:
+    """A call that leaves out trailing inputs which have a default (the API's optional network,
+    ``app.py``) gets those defaults, as ``gradio_client`` would send them: a plain HTTP call made
+    before the argument existed still works. Missing inputs without a default stay missing (Gradio's
+    own refusal)."""
+    fn_inputs = getattr(block_fn, "inputs", None)
+    if not isinstance(inputs, list) or not fn_inputs or len(inputs) >= len(fn_inputs):
+        return
+    missing = fn_inputs[len(inputs):]
+    if all(getattr(c, "value", None) is not None and not getattr(c, "stateful", False) for c in missing):
+        inputs.extend(c.value for c in missing)
+
+
 def _track_sessions(demo) -> None:
     """Wrap ``demo.process_api`` (which preprocesses an event's inputs): the session is known
     to ``cnn/sketch.py``'s blob storage, and Gradio's path refusal becomes a sentence."""
@@ -333,6 +346,8 @@ def _track_sessions(demo) -> None:
         token = _SESSION.set(kwargs.get("session_hash"))
         try:
             inputs = kwargs["inputs"] if "inputs" in kwargs else args[1] if len(args) > 1 else []
+            block_fn = kwargs["block_fn"] if "block_fn" in kwargs else args[0] if args else None
+            _fill_optional(block_fn, inputs)
             if _names_a_url(inputs):  # Gradio would try to download it (and refuse with a bare error)
                 raise refusal("The sketch names a URL; this app reads only images uploaded to it. Upload the "
                               "image first (POST /gradio_api/upload) and send the path that returns.")

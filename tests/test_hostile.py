@@ -546,7 +546,7 @@ def test_blob_store_serves_each_session_its_newest_drawing_and_clear_drops_only_
             raise AssertionError("a stale event must not read the drawing")
 
     as_session("a", store.pop, "a3")
-    assert as_session("a", app.stroke, None, Pad(), True) == app.update(None, None) + ("",)
+    assert as_session("a", app.stroke, None, Pad(), True) == app.update(None, None) + ((0, 0), "")
     assert as_session("a", store.latest) is None and as_session("b", store.latest) == "b1"
 
 
