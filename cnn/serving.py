@@ -392,6 +392,9 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
+        # uvicorn is up, `after_launch` not done yet: only what Gradio's own launch asks for
+        if getattr(self.demo, "cnn_starting", False) and (method, path) not in STARTING:
+            return await self._answer(send, *_json(503, "The server is starting; try again in a moment."), scope)
         if method in READ and path == "/" and len(scope.get("query_string", b"")) > MAX_PAGE_QUERY:
             return await self._too_long_link(send)
         route, refused = self._route(path, method)
@@ -722,12 +725,21 @@ def _boundary(scope) -> bytes | None:
 
 # ---------------------------------------------------------------- putting it together
 
+# What Gradio's `launch` itself requests before it returns (its startup events, and a HEAD of the
+# page to see that localhost answers): served while the app is still starting.
+STARTING = {("GET", "/gradio_api/startup-events"), ("HEAD", "/")}
+
+
 def protect(demo) -> None:
     """Before ``demo.launch``: every event through the queue (so no direct run route serves any;
     Gradio's own ``api_open=False`` check then refuses them too), sessions tracked for blobs."""
     for fn in demo.fns.values():
         fn.queue = True
     _track_sessions(demo)
+    # Nothing is served until `after_launch` has put the connection limits in place: Gradio's
+    # launch starts uvicorn before it returns, and a connection accepted in between would be
+    # unguarded (a test's idle connections once were, all 520 of them).
+    demo.cnn_starting = True
 
 
 def launch_options(demo, max_file_size: str | int) -> dict:
@@ -761,6 +773,7 @@ def after_launch(demo) -> None:
     server = getattr(demo, "server", None)
     config = getattr(server, "config", None)
     if config is None:
+        demo.cnn_starting = False
         return
     _raise_file_limit(MAX_CONNECTIONS + 256)
     config.limit_concurrency = MAX_CONNECTIONS  # beyond: 503 at once, no fd held
@@ -769,6 +782,7 @@ def after_launch(demo) -> None:
     base = config.http_protocol_class
     if not getattr(base, "guarded", False):
         config.http_protocol_class = guarded_protocol(base, _trusted(config))
+    demo.cnn_starting = False  # from here on, every connection is guarded
 
 
 def same_origin_only(app) -> None:

@@ -392,3 +392,28 @@ def test_an_upload_id_is_never_tracked(served_app):
                        files=[("files", ("a.png", b"x", "image/png"))])
             assert r.status_code == 200, r.text
     assert not [k for k in file_upload_statuses._statuses if k.startswith("probe")]
+
+
+def test_nothing_is_served_before_the_connection_guards_are_in_place(shipped_model):
+    """Gradio's launch starts uvicorn before it returns, and `after_launch` only then puts the
+    connection guards in place: in between, only what the launch itself asks for is served."""
+    import httpx
+
+    import app
+    from conftest import free_port
+
+    demo = app.build_demo(shipped_model)
+    port = free_port()
+    app.launch(demo, "127.0.0.1", port, block=False, quiet=True)
+    try:
+        assert demo.cnn_starting is False  # launched: guarded, serving
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(url + "/config").status_code == 200
+        demo.cnn_starting = True  # as between uvicorn's start and after_launch
+        r = httpx.get(url + "/config")
+        assert r.status_code == 503 and "starting" in r.json()["detail"], r.text
+        assert httpx.head(url + "/").status_code == 200  # Gradio's own launch checks
+        demo.cnn_starting = False
+        assert httpx.get(url + "/config").status_code == 200
+    finally:
+        demo.close()
