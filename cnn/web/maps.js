@@ -196,25 +196,39 @@ function looksForHTML(conv, c) {
     `<canvas class="patches" role="img" aria-label="The ${n} MNIST test patches that make ${conv} map ${c} respond most" ` +
     `data-indices="${P.index[c].join(",")}"></canvas></div>`;
 }
+// One map's patches as a 3x3 grid of its own pixels (largest first, row by row), made once a map.
+const patchSheets = {};
+function patchSheet(conv, map) {
+  const key = conv + ":" + map;
+  if (patchSheets[key]) return patchSheets[key];
+  const n = PATCHES.top, side = PATCHES[conv].side, cols = 3, rows = Math.ceil(n / cols), per = side * side;
+  const sheet = document.createElement("canvas");
+  sheet.width = cols * side; sheet.height = rows * side;
+  const g = sheet.getContext("2d"), img = g.createImageData(sheet.width, sheet.height), all = patchBytes[conv];
+  for (let k = 0; k < n; k++) {
+    const off = (map * n + k) * per, ox = (k % cols) * side, oy = Math.floor(k / cols) * side;
+    for (let i = 0; i < per; i++) {
+      const v = all[off + i], at = 4 * ((oy + Math.floor(i / side)) * sheet.width + ox + (i % side));
+      img.data[at] = img.data[at + 1] = img.data[at + 2] = v; img.data[at + 3] = 255;
+    }
+  }
+  g.putImageData(img, 0, 0);
+  return (patchSheets[key] = sheet);
+}
 function drawPatches(box) {
   for (const canvas of box.querySelectorAll("canvas.patches")) {
-    const { conv, map } = canvas.parentElement.dataset, P = PATCHES[conv], n = PATCHES.top, side = P.side;
+    const { conv, map } = canvas.parentElement.dataset, n = PATCHES.top, side = PATCHES[conv].side;
     const scale = Math.max(3, Math.round(48 / side)), gap = 4, ratio = dpr(), cols = 3, rows = Math.ceil(n / cols);
     const w = cols * side * scale + (cols - 1) * gap, h = rows * side * scale + (rows - 1) * gap;
     canvas.width = Math.round(w * ratio); canvas.height = Math.round(h * ratio);
     canvas.style.width = w + "px"; canvas.style.height = h + "px";
-    const ctx = canvas.getContext("2d");
+    const ctx = canvas.getContext("2d"), sheet = patchSheet(conv, +map);
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
     ctx.imageSmoothingEnabled = false;
-    const all = patchBytes[conv], per = side * side;
-    for (let k = 0; k < n; k++) {
-      const off = ((+map * n) + k) * per, tile = document.createElement("canvas");
-      tile.width = tile.height = side;
-      const img = tile.getContext("2d").createImageData(side, side);
-      for (let i = 0; i < per; i++) img.data.set([all[off + i], all[off + i], all[off + i], 255], 4 * i);
-      tile.getContext("2d").putImageData(img, 0, 0);
-      ctx.drawImage(tile, (k % cols) * (side * scale + gap), Math.floor(k / cols) * (side * scale + gap),
-                    side * scale, side * scale);  // largest first, row by row
+    for (let k = 0; k < n; k++) {  // each patch from the sheet, scaled, with a gap between
+      const sx = (k % cols) * side, sy = Math.floor(k / cols) * side;
+      ctx.drawImage(sheet, sx, sy, side, side, (k % cols) * (side * scale + gap), Math.floor(k / cols) * (side * scale + gap),
+                    side * scale, side * scale);
     }
   }
 }
