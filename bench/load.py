@@ -20,7 +20,8 @@ Exit status 0 when every goal is met, 1 otherwise.
 
 The same three goals are then measured again on the page's own per-stroke path, as a browser
 makes it (``StrokeClient``): the sketch's three images sent as blobs to ``component_server``,
-``queue/join`` for ``update`` naming them, ``queue/data``, then a GET of every picture returned.
+``queue/join`` for ``update`` naming them, ``queue/data`` (the maps' value comes in it: no
+picture to fetch since the browser draws the maps; before, every stroke also GOT five pictures).
 
 Usage: python bench/load.py [--clients 32] [--requests 20] [--single 40] [--digits 100]
 """
@@ -59,7 +60,6 @@ CONSTANT = {str(d): 0.1 for d in range(10)}  # what the twin answers: the same s
 def twin_demo():
     """The page's Sketchpad -> Label ``/predict`` with nothing in between, and the page's queue."""
     import gradio as gr
-    from PIL import Image
 
     from cnn import weights
 
@@ -69,22 +69,18 @@ def twin_demo():
         gr.on(triggers=[], fn=lambda value: CONSTANT, inputs=sketch, outputs=label,
               api_name="predict", concurrency_id="cnn")
         # The page's per-stroke event, doing nothing with the drawing it reads but sending back
-        # what the page sends: the label and the same pictures (drawn once, for one example), so
-        # Gradio's own cost of saving and serving them weighs on both alike.
+        # what the page sends: the label, the answer line and the maps' value (one example's, made
+        # once; a new copy each time), so Gradio's own cost of sending them weighs on both alike.
         state = gr.State(None)
-        same = [p for p in app.update(weights.load(), str(app.EXAMPLES[0]))[1:] if isinstance(p, Image.Image)]
-        pictures = [gr.Image(type="pil", format="png") for _ in same]
+        _, line, value, _ = app.update(weights.load(), str(app.EXAMPLES[0]))
+        answer, maps = gr.HTML(), gr.HTML()
         count = itertools.count()
 
         def stroke(_):
             sketch.latest()
-            n = next(count)
-            fresh = [im.copy() for im in same]  # new pictures each time, as the page's are: one pixel
-            for im in fresh:                     # differs, so each is a new file, as a new drawing's are
-                im.putpixel((0, 0), n % 256 if im.mode in ("L", "P") else (n % 256, n // 256 % 256, 0))
-            return CONSTANT, *fresh
+            return CONSTANT, line, {**value, "n": next(count)}
 
-        sketch.change(stroke, state, [label, *pictures], trigger_mode="always_last", concurrency_id="cnn")
+        sketch.change(stroke, state, [label, answer, maps], trigger_mode="always_last", concurrency_id="cnn")
     demo.queue(**app.QUEUE)
     return demo
 
@@ -422,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                        tmp / "page.log") as page:
             print("/predict through gradio_client:", flush=True)
             figures = measure({"do-nothing twin": twin, "the page": page}, values, args)
-            print("the page's per-stroke path (accept_blobs x3, queue/join update, queue/data, picture GETs):",
+            print("the page's per-stroke path (accept_blobs x3, queue/join update, queue/data):",
                   flush=True)
             strokes = measure({"do-nothing twin": twin, "the page": page}, stroke_values(values), args,
                               make=StrokeClient)
