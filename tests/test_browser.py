@@ -751,6 +751,13 @@ def test_the_move_buttons_move_the_input_and_say_how_similar_each_layer_stayed(p
     page.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
     np.testing.assert_array_equal(page_input(page), drawn)
     expect(page.locator("#move-info .hint")).to_have_count(1)
+    # the keys, on the focused input: ← moves it a pixel left, Escape puts it back
+    page.locator("#network-input canvas").focus()
+    for key, want in (("ArrowLeft", moved_reference(drawn, -1, 0)), ("Escape", drawn)):
+        before = page.locator("#maps").get_attribute("data-drawn")
+        page.keyboard.press(key)
+        page.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
+        np.testing.assert_array_equal(page_input(page), want, err_msg=key)
 
 
 def test_the_inspector_shows_what_each_map_looks_for(page):

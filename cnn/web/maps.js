@@ -687,6 +687,20 @@ new ResizeObserver(() => {
   const w = element.clientWidth;
   if (w !== lastWidth) { lastWidth = w; draw(); }
 }).observe(element);
-// The network input sits in another column (app.py): draw it once it exists.
-const waitInput = () => (netInput() ? draw() : setTimeout(waitInput, 100));
+// The network input sits in another column (app.py): draw it once it exists. Focused, its arrow
+// keys move the drawing (they press the move buttons under it: cnn/shift.py), Escape puts it back.
+const MOVE_KEYS = { ArrowLeft: "left", ArrowRight: "right", ArrowUp: "up", ArrowDown: "down", Escape: "back" };
+function wireInput(canvas) {
+  if (canvas.dataset.keys) return;
+  canvas.dataset.keys = "move";
+  canvas.tabIndex = 0;
+  canvas.setAttribute("aria-label", "What the network receives: the 28×28 input. The arrow keys move it one pixel, " +
+    "Escape puts it back.");
+  canvas.addEventListener("keydown", (e) => {
+    const button = MOVE_KEYS[e.key] && document.querySelector(`#move-${MOVE_KEYS[e.key]}`);
+    const target = button && (button.tagName === "BUTTON" ? button : button.querySelector("button"));
+    if (target && D) { e.preventDefault(); e.stopPropagation(); target.click(); }
+  });
+}
+const waitInput = () => (netInput() ? (wireInput(netInput()), draw()) : setTimeout(waitInput, 100));
 show(props.value).then(waitInput);
