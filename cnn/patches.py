@@ -1,13 +1,13 @@
 """What each map looks for: the MNIST test patches that make each conv1 and conv2 map respond most.
 
-One job: for every map of conv1 (16) and conv2 (32), before ReLU's zeros matter, find the ``TOP``
-test digits on which that map's strongest response (over all positions, after ReLU, as the page
-shows it) is largest, one patch per digit, and cut out that cell's receptive field: 5x5 input
+One job: for every map of conv1 (16) and conv2 (32), find the ``TOP`` test digits on which that
+map's strongest response (over all positions, after ReLU, as the page shows it) is largest, one
+patch per digit, and cut out that cell's receptive field: 5x5 input
 pixels for conv1, 14x14 for conv2 (zeros where the field passes the border, as the convolution's
 padding reads). The activations come from ``cnn.features.run`` (the model's own forward pass,
-read by hooks) and the fields from ``cnn.inspector.receptive_field``.
+read by hooks) and the fields from ``cnn.inspector.span``.
 
-Computed once per weights file (``python -m cnn patches``, ~4 s on 2 cores for the 10,000 test
+Computed once per weights file (``python -m cnn patches``, ~1 s on 2 cores for the 10,000 test
 digits) into ``<weights>.patches.npz`` beside it, which records the sha256 of the weights it was
 computed from: the page shows the patches only for those weights (``load``).
 """

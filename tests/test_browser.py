@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import app
-from cnn import explain, render
+from cnn import explain
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

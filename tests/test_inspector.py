@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import app
-from cnn import inspector, render
+from cnn import inspector
 from cnn.errors import InputError
 from cnn.features import evidence, extract
 from cnn.preprocess import prepare

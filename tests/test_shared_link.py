@@ -8,7 +8,6 @@ The server runs with short clean-up times (``test_hostile.TIMES``), a 2 s reques
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import math
 import socket
