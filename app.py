@@ -13,7 +13,12 @@ Endpoints (``gradio_client``): ``/predict`` takes a Sketchpad value (a dict of
 returns a ``gr.Label``: ``{"label": "7", "confidences": [ten {"label", "confidence"}]}``.
 A blank canvas (or ``None``) is not an error and not a guess: it returns the
 label ``"Draw a digit"`` with no confidences, which is also what the page shows.
-An unreadable image is a ``gr.Error`` with a one-sentence reason.
+An unreadable image is a ``gr.Error`` with a one-sentence reason. ``/predict``, ``/inspect``
+and ``/evidence`` take an optional last argument, the network (``"shipped"``, or a step of the
+tutorial's training: ``cnn/replay.py``).
+
+The page draws its pictures in the browser (``cnn/web/maps.js``) from one value a drawing
+(``cnn/payload.py``): a stroke writes no file.
 """
 from __future__ import annotations
 
