@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError
+from .errors import InputError, echo, whole
 from .features import Features, class_weights
 from .features import evidence as features_evidence
 from .model import CNN
@@ -76,23 +76,19 @@ def layer_map(features: Features, layer: str) -> torch.Tensor:
 def check(features: Features, layer, channel, row, col) -> tuple[str, int, int, int]:
     """The cell as (layer, channel, row, col), or ``InputError`` with a sentence saying what is allowed."""
     if layer not in LAYERS:
-        raise InputError(f"Unknown layer {_echo(layer)}: choose one of {', '.join(LAYERS)}.")
-    shape = tuple(layer_map(features, layer).shape)
-    for name, v, n in zip(("channel", "row", "col"), (channel, row, col), shape):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < n:
+        raise InputError(f"Unknown layer {echo(layer)}: choose one of {', '.join(LAYERS)}.")
+    return check_in(tuple(layer_map(features, layer).shape), layer, channel, row, col)
+
+
+def check_in(shape: tuple[int, int, int], layer: str, channel, row, col) -> tuple[str, int, int, int]:
+    """``check`` for a layer whose maps are ``shape`` (channels, rows, cols), known without a
+    forward pass (a link's cell: ``cnn.payload.check_cell``)."""
+    cell = [whole(v, 0, n - 1) for v, n in zip((channel, row, col), shape)]
+    for name, v, got, n in zip(("channel", "row", "col"), (channel, row, col), cell, shape):
+        if got is None:
             raise InputError(f"{layer} has {shape[0]} maps of {shape[1]}x{shape[2]}: {name} must be a whole "
-                             f"number from 0 to {n - 1}, not {_echo(v)}.")
-    return layer, int(channel), int(row), int(col)
-
-
-def _echo(value, limit: int = 24) -> str:
-    """What the caller sent, quoted in an error sentence, cut short: a sentence, not a mirror."""
-    if isinstance(value, int) and abs(value) >= 10 ** limit:  # (repr of a huge int is slow, or refused)
-        return f"a {value.bit_length()}-bit number"
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+                             f"number from 0 to {n - 1}, not {echo(v)}.")
+    return (layer, *cell)
 
 
 def _conv(model: CNN, features: Features, layer: str, channel: int, row: int, col: int) -> dict:
@@ -157,11 +153,11 @@ def evidence(model: CNN, features: Features, digit: int | None = None) -> dict:
     ``{"digit", "logit", "bias", "map"}`` with ``sum(map) + bias == logit`` (float rounding)."""
     if digit is None:
         digit = features.ranked()[0]
-    if isinstance(digit, float) and digit.is_integer():
-        digit = int(digit)
-    if not isinstance(digit, int) or isinstance(digit, bool) or not 0 <= digit < len(features.logits):
+    got = whole(digit, 0, len(features.logits) - 1)
+    if got is None:
         raise InputError(f"digit must be a whole number from 0 to {len(features.logits) - 1} "
-                         f"(or empty for the answer), not {_echo(digit)}.")
+                         f"(or empty for the answer), not {echo(digit)}.")
+    digit = got
     return {"digit": digit, "logit": float(features.logits[digit]), "bias": float(model.out.bias[digit]),
             "map": features_evidence(model, features, digit).tolist()}
 

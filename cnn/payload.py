@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from . import render
-from .errors import InputError
+from .errors import InputError, echo
 from .features import Features, evidence
-from .inspector import LAYERS, TITLES, chain, geometry, layer_map
+from .inspector import LAYERS, TITLES, chain, check_in, geometry, layer_map
 from .model import CNN
 
 VERSION = 1
@@ -98,22 +98,23 @@ def decode(value: dict) -> dict:
 
 
 def check_cell(cell: tuple) -> tuple[str, int, int, int]:
-    """(layer, channel, row, col) inside the maps ``SHAPES`` names, or ``InputError``."""
-    layer, *index = cell
-    shape = SHAPES.get(layer)
-    if shape is None or not all(0 <= v < n for v, n in zip(index, shape)):
-        raise InputError(f"There is no cell {'-'.join(map(str, cell))}: "
-                         + ", ".join(f"{k} has {c} maps of {h}x{w}" for k, (c, h, w) in SHAPES.items()) + ".")
-    return cell
+    """(layer, channel, row, col) inside the maps ``SHAPES`` names, or ``InputError``: the
+    inspector's own check (``cnn.inspector.check_in``), without a forward pass."""
+    layer = cell[0]
+    if layer not in SHAPES:
+        raise InputError(f"Unknown layer {echo(layer)}: choose one of {', '.join(SHAPES)}.")
+    return check_in(SHAPES[layer], *cell)
 
 
 def look() -> dict:
     """The pictures' constants, once per page: the colour scales (``cnn/render.py``'s, so the
     filters picture and the maps share them), the kept-cell dot colours, the flat-window rule,
-    each layer's shape, title and tiles across, and how many floats ``blob`` holds."""
+    the inspected cell's frame colour, each layer's shape, title and tiles across, and how many
+    floats ``blob`` holds."""
     return {
         "activation": render.ACTIVATION_SCALE.tolist(), "weight": render.WEIGHT_SCALE.tolist(),
         "kept": list(render.RGB_KEPT), "kept_dim": list(render.RGB_KEPT_DIM), "flat": render.FLAT,
+        "highlight": list(render.RGB_HIGHLIGHT),
         "shapes": {k: list(v) for k, v in SHAPES.items()}, "titles": dict(TITLES),
         "tile_cols": {"conv1": render.CONV1_COLS, "pool1": render.CONV1_COLS,
                       "conv2": render.CONV2_COLS, "pool2": render.CONV2_COLS},

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .confidence import Rule
-from .errors import InputError, WeightsError
+from .errors import InputError, WeightsError, echo
 from .model import CNN
 from .weights import FIX, card_path, read_card, sha256_file
 
@@ -65,7 +65,7 @@ def check(network, known) -> str:
         return SHIPPED
     if isinstance(network, str) and network in known:
         return network
-    shown = repr(network) if len(repr(network)) <= 24 else repr(network)[:23] + "…"
+    shown = echo(network)
     steps = [k for k in known if k != SHIPPED]
     choices = f"{SHIPPED}" + (f", or a step of the tutorial's training: {steps[0]} … {steps[-1]}" if steps else "")
     raise InputError(f"Unknown network {shown}: choose {choices}.")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, echo, whole
 from .features import Features
 from .inspector import LAYERS, layer_map
 
@@ -26,12 +26,10 @@ def check(dx, dy) -> tuple[int, int]:
     """(dx, dy) as whole numbers in -MAX_SHIFT..MAX_SHIFT, or ``InputError`` with a sentence."""
     out = []
     for name, v in (("dx", dx), ("dy", dy)):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if not isinstance(v, int) or isinstance(v, bool) or not -MAX_SHIFT <= v <= MAX_SHIFT:
-            shown = repr(v) if len(repr(v)) <= 24 else repr(v)[:23] + "…"
-            raise InputError(f"A move is whole pixels from -{MAX_SHIFT} to {MAX_SHIFT}: {name} cannot be {shown}.")
-        out.append(v)
+        got = whole(v, -MAX_SHIFT, MAX_SHIFT)
+        if got is None:
+            raise InputError(f"A move is whole pixels from -{MAX_SHIFT} to {MAX_SHIFT}: {name} cannot be {echo(v)}.")
+        out.append(got)
     return out[0], out[1]
 
 

@@ -369,7 +369,7 @@ function frames(canvas, boxes) {
   }
 }
 
-const GREEN = "rgb(57,255,20)", CYAN = "rgb(0,229,255)";
+const GREEN = `rgb(${LOOK.highlight})`, CYAN = `rgb(${LOOK.kept})`;  // cnn/render.py's frame and dot colours
 function linkedBoxes(cell, layer) {  // what to frame on `layer`'s grid for the inspected cell
   const [l, c, r, q] = cell;
   if (l === layer) return [{ channel: c, row: r, col: q, colour: GREEN }];
