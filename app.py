@@ -533,6 +533,18 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
     return demo
 
 
+def build_page(model: CNN, path: str | os.PathLike = weights.DEFAULT_WEIGHTS) -> gr.Blocks:
+    """What ``python app.py --weights path`` serves for ``model`` (loaded from ``path``): the page
+    with its weights card, what each map looks for (when ``path``'s patches file was made from
+    these weights; else one line says so) and the tutorial's training snapshots. A bad card or
+    snapshot raises ``CNNError``."""
+    looks_for = patches.load(path)  # None when missing or made for other weights
+    if looks_for is None:
+        print(f"app.py: no patches file for these weights: the inspector will not show what each map looks for "
+              f"(make one: python -m cnn patches --weights {path})", file=sys.stderr)
+    return build_demo(model, weights.read_card(path), looks_for, replay.load())
+
+
 def _footer(model: CNN, card: dict | None) -> str:
     acc = (card or {}).get("test_accuracy")
     acc = f", {acc:.2%} on the 10,000 MNIST test digits" if isinstance(acc, (int, float)) else ""
@@ -612,17 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         model = weights.load(args.weights)  # once, before anything is served
-        card = weights.read_card(args.weights)
-        looks_for = patches.load(args.weights)  # None when missing or made for other weights
-        networks = replay.load()  # the tutorial's training, replayed (weights/replay)
+        configure_torch()
+        demo = build_page(model, args.weights)
     except CNNError as e:  # missing, truncated or tampered weights: one line, the fix, no traceback
         print(f"app.py: {e}", file=sys.stderr)
         return 1
-    configure_torch()
-    if looks_for is None:
-        print(f"app.py: no patches file for these weights: the inspector will not show what each map looks for "
-              f"(make one: python -m cnn patches --weights {args.weights})", file=sys.stderr)
-    demo = build_demo(model, card, looks_for, networks)
     try:
         with serving.sigterm_as_ctrl_c():  # SIGTERM (docker stop, Spaces) cleans up like Ctrl-C
             launch(demo, args.host, args.port, share=args.share)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import app  # noqa: E402
-from cnn import patches, replay, weights  # noqa: E402
+from cnn import weights  # noqa: E402
 from conftest import free_port  # noqa: E402
 from test_browser import (CHROMIUM_ARGS, GRIDS, SEVEN, ZERO, cell_point, chromium, draw,  # noqa: E402
                           expect_digit, ready_to_draw)
@@ -91,8 +91,7 @@ def main(argv=None) -> int:
 
     model = weights.load(str(weights.DEFAULT_WEIGHTS))
     app.configure_torch()
-    demo = app.build_demo(model, weights.read_card(str(weights.DEFAULT_WEIGHTS)),
-                          patches.load(weights.DEFAULT_WEIGHTS), replay.load())  # as app.main builds it
+    demo = app.build_page(model)  # as app.main builds it
     _, url, _ = app.launch(demo, "127.0.0.1", free_port(), block=False, quiet=True)
     try:
         with sync_playwright() as pw:

@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import numpy as np  # noqa: E402
 
 import app  # noqa: E402
-from cnn import explain, patches, replay, weights  # noqa: E402
+from cnn import explain, weights  # noqa: E402
 from cnn.features import extract  # noqa: E402
 from cnn.preprocess import network_input  # noqa: E402
 from conftest import free_port  # noqa: E402
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     from playwright.sync_api import sync_playwright
 
     model = weights.load()
-    demo = app.build_demo(model, weights.read_card(), patches.load(weights.DEFAULT_WEIGHTS), replay.load())
+    demo = app.build_page(model)
     app.launch(demo, "127.0.0.1", free_port(), block=False, quiet=True)
     try:
         with sync_playwright() as pw:

@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 The web page (tests/test_app.py, tests/test_browser.py): ``served_app`` is the real page,
-built by ``app.build_demo`` from the shipped weights and served by ``app.launch`` (the same
+built by ``app.build_page`` from the shipped weights and served by ``app.launch`` (the same
 settings as ``python app.py``) on a free localhost port, once per test session.
 """
 from __future__ import annotations
@@ -29,9 +29,8 @@ def shipped_model():
 def served_app(shipped_model):
     """URL of the draw-a-digit page, running in this process on a free localhost port."""
     import app
-    from cnn import patches, replay, weights
 
-    demo = app.build_demo(shipped_model, weights.read_card(), patches.load(weights.DEFAULT_WEIGHTS), replay.load())
+    demo = app.build_page(shipped_model)
     app.launch(demo, "127.0.0.1", free_port(), block=False, quiet=True)
     try:
         yield demo.local_url
