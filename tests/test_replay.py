@@ -53,14 +53,12 @@ def test_the_last_step_is_the_seed_recipes_final_weights_bit_for_bit(tmp_path):
 # ---------------------------------------------------------------- the page and the API
 
 def reference_probabilities(model, image) -> torch.Tensor:
-    """The snapshot's plain softmax, from its state dict alone."""
-    import torch.nn.functional as F
+    """The snapshot's plain softmax (temperature 1), its logits from its state dict alone
+    (``test_words.reference``: the tutorial CNN's arithmetic redone in float64)."""
+    from test_words import reference
 
-    sd = model.state_dict()
     x = torch.from_numpy(image).float().div(255)[None, None]
-    h = F.max_pool2d(F.relu(F.conv2d(x, sd["conv1.0.weight"], sd["conv1.0.bias"], padding=2)), 2)
-    h = F.max_pool2d(F.relu(F.conv2d(h, sd["conv2.0.weight"], sd["conv2.0.bias"], padding=2)), 2)
-    return F.linear(h.flatten(1), sd["out.weight"], sd["out.bias"]).softmax(1)[0]
+    return reference(model, x)["logits"].softmax(-1).float()
 
 
 def test_the_picker_puts_the_drawing_through_the_snapshot_uncalibrated():
