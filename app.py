@@ -389,6 +389,8 @@ def switch(networks: dict, name, image, move) -> tuple:
     else:
         label, answer, value = moved(model, image, dx, dy)[:3]
     value["weights"] = payload.weights(model)
+    if name != replay.SHIPPED:  # what its maps look for (the shipped weights' came with the page)
+        value["patches"] = getattr(model, "looks_for", None)
     title = "What the network decides" + ("" if name == replay.SHIPPED else " (uncalibrated softmax)")
     return (gr.update(value=label, label=title), answer, value, render.filters(model.conv1[0].weight),
             network_note(name, card), name)

@@ -14,7 +14,8 @@ two replicas), when ``deploy/run`` exists.
   visitors  V of those tabs draw: one stroke every 2 s through the page's per-stroke path as
             ``bench/load.py``'s ``StrokeClient`` makes it (three ``accept_blobs`` posts to
             ``component_server``, ``queue/join`` of the pad's stroke event, ``queue/data`` until
-            ``process_completed``, a GET of every picture). A stroke that is due while the
+            ``process_completed``, a GET of every picture in the answer: none since the
+            browser draws the maps from one value). A stroke that is due while the
             previous one is still on its way goes out when that one is answered (the page's
             event is ``always_last``). Latency: ``queue/join`` sent -> ``process_completed``
             read. Error: anything but a completed answer (an HTTP error, "Queue is full", a

@@ -69,10 +69,11 @@ def evaluate(args) -> int:
 def save_patches(args) -> int:
     from . import patches
 
-    model = weights.load(args.weights)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    path = patches.save(model, data.load(args.data_root, train=False).images, args.weights)
-    print(json.dumps({"patches": str(path), "top": patches.TOP, "weights": str(args.weights)}))
+    images = data.load(args.data_root, train=False).images
+    for path in args.weights:  # the shipped weights and the training snapshots (weights/replay/*.pt) in one go
+        saved = patches.save(weights.load(path, calibrated=False), images, path)
+        print(json.dumps({"patches": str(saved), "top": patches.TOP, "weights": str(path)}))
     return 0
 
 
@@ -89,9 +90,12 @@ def parse_args(argv=None):
                                         "saved beside the weights (<weights>.patches.npz) for the page")
     pa.add_argument("--data-root", default=None,
                     help="folder holding MNIST/raw/ (default: $MNIST_ROOT, else ./mnist)")
-    for sp in (pr, ev, pa):
+    for sp in (pr, ev):
         sp.add_argument("--weights", default=weights.DEFAULT_WEIGHTS,
                         help="weights file, its card beside it (default: weights/cnn.pt)")
+    pa.add_argument("--weights", nargs="+", default=[weights.DEFAULT_WEIGHTS], metavar="WEIGHTS",
+                    help="weights files, each with its card beside it (default: weights/cnn.pt; the page also "
+                         "shows the training snapshots': weights/replay/*.pt)")
     return p.parse_args(argv)
 
 

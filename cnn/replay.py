@@ -6,6 +6,9 @@ random start; step 1200: the end of the tutorial's one epoch of 60,000 digits in
 each as an ordinary weights file with a card (``cnn.weights.save``: its sha256, and its test
 accuracy on all 10,000 test digits and on the first 2,000, as the tutorial prints it).
 
+Each snapshot's patches file (``python -m cnn patches --weights weights/replay/*.pt``, as for the
+shipped weights) says what each of its maps looks for: ``model.looks_for``, None without one.
+
 Snapshots have no calibration: the page shows their plain softmax (temperature 1) and never
 says "Not a digit?" for them, and says so.
 """
@@ -14,12 +17,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
-
+from . import patches
 from .confidence import Rule
-from .errors import InputError, WeightsError, echo
+from .errors import InputError, echo
 from .model import CNN
-from .weights import FIX, card_path, read_card, sha256_file
+from .weights import load as load_weights
+from .weights import read_card
 
 STEPS = (0, 5, 10, 20, 50, 100, 200, 400, 800, 1200)
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "weights" / "replay"
@@ -42,19 +45,17 @@ def uncalibrated(score: str) -> Rule:
 
 def load(folder: str | Path = DEFAULT_FOLDER, score: str = "energy") -> dict[str, tuple[CNN, dict]]:
     """``{"step-0": (model, card), ...}`` in training order, each verified against its card's
-    sha256 and loaded strictly into the tutorial architecture; {} when the folder has none."""
+    sha256 and loaded strictly into the tutorial architecture (``cnn.weights.load``, which raises
+    ``WeightsError``); {} when the folder has none."""
     out = {}
     for step in STEPS:
         path = file_for(folder, step)
         if not path.is_file():
             continue
-        card = read_card(path)
-        if card.get("sha256") != sha256_file(path):
-            raise WeightsError(f"Snapshot {path} does not match its card {card_path(path)}; {FIX}.")
-        model = CNN()
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        model, card = load_weights(path, calibrated=False), read_card(path)
         model.confidence = uncalibrated(score)
         model.network_name = name(step)
+        model.looks_for = patches.load(path)  # what each map looks for, when its patches file matches (else None)
         out[name(step)] = (model.eval(), card)
     return out
 

@@ -40,6 +40,7 @@ CANVAS = 400  # px square. Big enough to draw in comfortably, small enough to up
 # Brush radius in canvas px. MNIST strokes are ~0.09 of the digit's height (median over the
 # test set; quartiles 0.08-0.11); a digit drawn over ~3/4 of the canvas (300 px) then wants a
 # ~28 px wide stroke. Preprocessing rescales the digit to 20 px, so this ratio is what matters.
+PAD_HEIGHT = CANVAS + 2 * 30 + 2  # see sketchpad()
 BRUSH_RADIUS = 14
 ERASER_RADIUS = 24
 
@@ -372,7 +373,11 @@ def sketchpad() -> Sketchpad:
         elem_id="sketch",
         canvas_size=(CANVAS, CANVAS),
         fixed_canvas=True,  # an example is scaled onto the canvas, not the canvas onto it
-        height=CANVAS + 110,
+        # The drawing area: the canvas plus Gradio's 30 px border on each side and the pad's own
+        # 1 px frame. The editor opens "fit to the screen" (any zoom) but a Clear resets it to
+        # min(fit, 100 %): a taller pad opened at 112 % and shrank at the first Clear; at this
+        # height both are 100 % on a desktop (and the same fit below 100 % on a phone).
+        height=PAD_HEIGHT,
         type="numpy",
         image_mode="RGBA",
         brush=gr.Brush(colors=["#000000"], default_color="#000000", color_mode="fixed",

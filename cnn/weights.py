@@ -107,11 +107,14 @@ def _finish_save(path: Path, actual: str) -> None:
             continue
 
 
-def load(path: str | os.PathLike = DEFAULT_WEIGHTS, device: str | torch.device = "cpu") -> CNN:
+def load(path: str | os.PathLike = DEFAULT_WEIGHTS, device: str | torch.device = "cpu", *,
+         calibrated: bool = True) -> CNN:
     """Return a ``CNN`` in eval mode with verified weights, or raise ``WeightsError``.
 
     The card's calibration is attached as ``model.confidence`` (a ``cnn.confidence.Rule``); a
-    card without one raises ``CalibrationError`` (a ``WeightsError``) naming the fix."""
+    card without one raises ``CalibrationError`` (a ``WeightsError``) naming the fix.
+    ``calibrated=False``: the network only, for weights whose card has no calibration (the
+    training snapshots, ``cnn.replay``) and uses that need none (``python -m cnn patches``)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"Weights file {path} is missing; {FIX}.")
@@ -131,5 +134,6 @@ def load(path: str | os.PathLike = DEFAULT_WEIGHTS, device: str | torch.device =
         raise WeightsError(f"Weights file {path} cannot be loaded ({type(e).__name__}); {FIX}.") from None
     # The calibration and the "not a digit" rule travel with the weights (cnn/confidence.py):
     # a card without them is refused like a missing card, with the same fix.
-    model.confidence = Rule.from_card(card, f"Weights card {card_path(path)}")
+    if calibrated:
+        model.confidence = Rule.from_card(card, f"Weights card {card_path(path)}")
     return model.to(device).eval()

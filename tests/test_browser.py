@@ -131,9 +131,16 @@ def expect_empty(pg) -> None:
     expect(pg.locator("#maps .maps .grid-block.empty")).to_have_count(4, timeout=TIMEOUT_MS)
 
 
+def zoom(pg) -> list[str]:
+    """The sketchpad's zoom label(s), as the visitor reads them ("100%")."""
+    return pg.evaluate("""() => [...document.querySelectorAll('#sketch *')]
+      .filter((e) => e.childElementCount === 0 && /^\\d+%$/.test(e.textContent.trim())).map((e) => e.textContent.trim())""")
+
+
 def test_draw_digits_clear_and_draw_again(page, tmp_path, monkeypatch):
     expect_empty(page)
     ready_to_draw(page)
+    assert zoom(page) == ["100%"]  # the canvas at its own size, as it is again after every Clear
     canvas = page.locator("#sketch .pixi-target canvas").first
     where = canvas.bounding_box()["y"]  # the canvas never moves under the pen, whatever the answer says
     draw(page, ONE)  # the very first stroke on the page, no tool clicked
@@ -145,6 +152,7 @@ def test_draw_digits_clear_and_draw_again(page, tmp_path, monkeypatch):
         clear(page)
         expect_empty(page)
         ready_to_draw(page)
+        assert zoom(page) == ["100%"], "the zoom jumped at a Clear"
         draw(page, strokes)
         expect_digit(page, digit)  # a star: "Not a digit?" heads the ten bars, every map still drawn
         if digit == explain.NOT_A_DIGIT:
@@ -794,10 +802,12 @@ def test_the_inspector_shows_what_each_map_looks_for(page):
 def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_weights(page, served_app):
     """The picker on "step 50" with the example 2: the note and the answer say uncalibrated, the
     inspector's numbers for cells of all four layers are /inspect's with network=step-50 (the
-    snapshot's weights reached the browser), no shipped patches are shown for it; back to the
-    shipped weights, the shipped numbers again."""
+    snapshot's weights reached the browser) and its top patches are its own file's, not the
+    shipped weights'; back to the shipped weights, the shipped numbers and patches again."""
     from gradio_client import Client, handle_file
     from playwright.sync_api import expect
+
+    from cnn import replay, weights
 
     path = next(p for p in app.EXAMPLES if p.stem.endswith("_2"))
     page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
@@ -833,7 +843,21 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
     expect(page.locator("#network-note")).to_contain_text("Uncalibrated")
     expect(page.locator("#answer")).to_contain_text("uncalibrated")
     check("step-50")
-    assert page.locator("#inspector .looks-for").count() == 0  # the patches are the shipped weights'
+    looks_for(page, replay.file_for(replay.DEFAULT_FOLDER, 50))  # its own patches, not the shipped weights'
     pick("The shipped weights", "shipped")
     expect(page.locator("#answer")).to_contain_text("sure")
     check(None)
+    looks_for(page, weights.DEFAULT_WEIGHTS)
+
+
+def looks_for(page, path) -> None:
+    """The inspector (on pool2 map 11, as ``check`` left it) shows the top patches of the patches
+    file beside ``path``: the network the page reads the drawing with."""
+    import numpy as np
+
+    from cnn import patches
+
+    with np.load(patches.path_for(path)) as z:
+        want = z["conv2.index"][11].tolist()
+    indices = page.locator("#inspector .looks-for[data-conv='conv2'][data-map='11'] canvas.patches")
+    assert [int(i) for i in indices.get_attribute("data-indices").split(",")] == want, path

@@ -2,8 +2,8 @@
 
 ``cnn.patches`` is checked against a brute-force search written here from the state dict alone
 (``torch.nn.functional.conv2d``, max over positions digit by digit, the field cut pixel by pixel),
-on the first 300 test digits; the shipped file is checked to be what the command makes from the
-shipped weights on all 10,000.
+on the first 300 test digits; the shipped files are checked to be what the command makes from their
+weights on all 10,000 (the shipped weights and a training snapshot).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnn import data, patches, weights
+from cnn import __main__ as cli
+from cnn import data, patches, replay, weights
 
 SUBSET = 300
 
@@ -69,14 +70,35 @@ def test_the_top_patches_are_the_true_maxima(shipped_model, test_images):
             np.testing.assert_array_equal(got[f"{name}.patch"][m], np.stack([t[4] for t in top]), err_msg=f"{name} {m}")
 
 
-def test_the_shipped_file_is_what_the_command_makes_from_the_shipped_weights(shipped_model, test_images):
-    path = patches.path_for(weights.DEFAULT_WEIGHTS)
-    made = patches.compute(shipped_model, test_images, weights.sha256_file(weights.DEFAULT_WEIGHTS))
-    with np.load(path) as shipped:
-        assert sorted(shipped.files) == sorted(made)
-        for key, value in made.items():
-            np.testing.assert_array_equal(shipped[key], value, err_msg=key)
-    assert int(made["count"]) == 10_000
+@pytest.mark.parametrize("shipped", [weights.DEFAULT_WEIGHTS, replay.file_for(replay.DEFAULT_FOLDER, 50)],
+                         ids=["shipped weights", "training step 50"])
+def test_the_shipped_file_is_what_the_command_makes_from_its_weights(tmp_path, shipped):
+    """``python -m cnn patches --weights ...`` on a copy of the weights (and card) remakes the
+    shipped patches file array for array from all 10,000 test digits (a training snapshot's too:
+    its card has no calibration, which patches do not need)."""
+    copy = tmp_path / shipped.name
+    for path in (shipped, weights.card_path(shipped)):
+        shutil.copy(path, tmp_path / path.name)
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main(["patches", "--weights", str(copy)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the command takes every core; the served app's tests leave 1
+    with np.load(patches.path_for(shipped)) as want, np.load(patches.path_for(copy)) as made:
+        assert sorted(want.files) == sorted(made.files)
+        for key in made.files:
+            np.testing.assert_array_equal(want[key], made[key], err_msg=key)
+        assert int(made["count"]) == 10_000
+
+
+def test_every_training_snapshot_ships_the_patches_of_its_own_weights():
+    """The page shows a snapshot's patches (``model.looks_for``) only from a file made from its
+    weights (its sha256); every snapshot has one, and no two snapshots look for the same digits."""
+    networks = replay.load()
+    found = {name: model.looks_for for name, (model, _) in networks.items()}
+    assert all(found.values()), [name for name, f in found.items() if not f]
+    tops = {name: tuple(map(tuple, f["conv2"]["index"])) for name, f in found.items()}
+    assert len(set(tops.values())) == len(tops)
 
 
 def test_patches_made_for_other_weights_are_not_shown(tmp_path, shipped_model):

@@ -39,9 +39,11 @@ function unpackWeights(net) {  // {"conv1.0.weight": Float32Array, ...} from cnn
 // value that switched to it (cnn/replay.py); W is the drawing's network's.
 const WEIGHTS = { shipped: unpackWeights(NET) };
 let W = WEIGHTS.shipped;
-// What each map looks for (cnn/patches.py): per conv layer, TOP patches a map, uint8, or null.
-const PATCHES = props.patches || null;
-const patchBytes = PATCHES ? { conv1: bytes(PATCHES.conv1.patch), conv2: bytes(PATCHES.conv2.patch) } : null;
+// What each map looks for (cnn/patches.py), by network as the weights: per conv layer, TOP patches
+// a map (uint8), or null where that network has no patches file; P is the drawing's network's.
+const unpackPatches = (p) => p ? { ...p, bytes: { conv1: bytes(p.conv1.patch), conv2: bytes(p.conv2.patch) }, sheets: {} } : null;
+const PATCHES = { shipped: unpackPatches(props.patches) };
+let P = PATCHES.shipped;
 const GEOMETRY = Object.fromEntries(NET.geometry.map(([name, k, s, p, d]) => [name, { k, s, p, d }]));
 
 // ------------------------------------------------------------------ one drawing's value
@@ -187,24 +189,24 @@ function sumLine(cell, what) {
 // The receptive fields on which map `c` of `conv` (conv1 or conv2) responded most over the MNIST
 // test set; a canvas that drawPatches fills in once the HTML is in place.
 function looksForHTML(conv, c) {
-  if (!PATCHES || (D && D.v.network && D.v.network !== "shipped")) return "";  // computed for the shipped weights
-  const P = PATCHES[conv], n = PATCHES.top;
-  const values = P.value[c].map((v) => num(v)).join(", ");
+  if (!P) return "";  // this network has no patches file
+  const L = P[conv], n = P.top;
+  const values = L.value[c].map((v) => num(v)).join(", ");
   return `<div class="looks-for" data-conv="${conv}" data-map="${c}"><p>What ${conv}'s map ${c} looks for: the ${n} ` +
-    `MNIST test digits (of ${PATCHES.count.toLocaleString("en")}) on which it responds most, each cut to the ` +
-    `${P.side}×${P.side} pixels its strongest cell sees (responses ${values}):</p>` +
+    `MNIST test digits (of ${P.count.toLocaleString("en")}) on which it responds most, each cut to the ` +
+    `${L.side}×${L.side} pixels its strongest cell sees (responses ${values}):</p>` +
     `<canvas class="patches" role="img" aria-label="The ${n} MNIST test patches that make ${conv} map ${c} respond most" ` +
-    `data-indices="${P.index[c].join(",")}"></canvas></div>`;
+    `data-indices="${L.index[c].join(",")}"></canvas></div>`;
 }
-// One map's patches as a 3x3 grid of its own pixels (largest first, row by row), made once a map.
-const patchSheets = {};
+// One map's patches as a 3x3 grid of its own pixels (largest first, row by row), made once a map
+// and network.
 function patchSheet(conv, map) {
   const key = conv + ":" + map;
-  if (patchSheets[key]) return patchSheets[key];
-  const n = PATCHES.top, side = PATCHES[conv].side, cols = 3, rows = Math.ceil(n / cols), per = side * side;
+  if (P.sheets[key]) return P.sheets[key];
+  const n = P.top, side = P[conv].side, cols = 3, rows = Math.ceil(n / cols), per = side * side;
   const sheet = document.createElement("canvas");
   sheet.width = cols * side; sheet.height = rows * side;
-  const g = sheet.getContext("2d"), img = g.createImageData(sheet.width, sheet.height), all = patchBytes[conv];
+  const g = sheet.getContext("2d"), img = g.createImageData(sheet.width, sheet.height), all = P.bytes[conv];
   for (let k = 0; k < n; k++) {
     const off = (map * n + k) * per, ox = (k % cols) * side, oy = Math.floor(k / cols) * side;
     for (let i = 0; i < per; i++) {
@@ -213,11 +215,11 @@ function patchSheet(conv, map) {
     }
   }
   g.putImageData(img, 0, 0);
-  return (patchSheets[key] = sheet);
+  return (P.sheets[key] = sheet);
 }
 function drawPatches(box) {
   for (const canvas of box.querySelectorAll("canvas.patches")) {
-    const { conv, map } = canvas.parentElement.dataset, n = PATCHES.top, side = PATCHES[conv].side;
+    const { conv, map } = canvas.parentElement.dataset, n = P.top, side = P[conv].side;
     const scale = Math.max(3, Math.round(48 / side)), gap = 4, ratio = dpr(), cols = 3, rows = Math.ceil(n / cols);
     const w = cols * side * scale + (cols - 1) * gap, h = rows * side * scale + (rows - 1) * gap;
     canvas.width = Math.round(w * ratio); canvas.height = Math.round(h * ratio);
@@ -531,8 +533,8 @@ function inspect(cell) {
   // The page's inspector always; the focus view's only while it is open.
   const open = focused !== null;
   $("#inspector").innerHTML = html;
-  if (PATCHES) drawPatches($("#inspector"));
-  if (open) { FOCUS.querySelector(".inspector").innerHTML = html; if (PATCHES) drawPatches(FOCUS.querySelector(".inspector")); }
+  if (P) drawPatches($("#inspector"));
+  if (open) { FOCUS.querySelector(".inspector").innerHTML = html; if (P) drawPatches(FOCUS.querySelector(".inspector")); }
   for (const canvas of open ? [$("canvas.field"), inFocusView("canvas.field")] : [$("canvas.field")])
     drawInput(canvas, d.receptive_field, d.kept_receptive_field);
   for (const canvas of open ? [...grids(), ...FOCUS.querySelectorAll("canvas.grid")] : grids())
@@ -670,10 +672,12 @@ let version = 0;
 async function show(value) {
   const mine = ++version;
   if (value && value.weights) WEIGHTS[value.network] = unpackWeights(value.weights);
+  if (value && typeof value === "object" && "patches" in value) PATCHES[value.network] = unpackPatches(value.patches);
   const next = value && typeof value === "object" && value.blob ? await decode(value) : null;
   if (mine !== version) return;  // a newer drawing arrived while this one was inflating
   D = next;
   W = (D && WEIGHTS[D.v.network]) || WEIGHTS.shipped;
+  P = PATCHES[(D && D.v.network) || "shipped"] || null;
   host.dataset.network = (D && D.v.network) || (value && value.network) || "shipped";
   if (!D) { pinned = null; host.dataset.pinned = ""; closeFocus(); }
   else if (D.v.pinned) pin(D.v.pinned);
