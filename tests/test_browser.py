@@ -371,7 +371,8 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
     """390x844, touch: the answer stays on screen while drawing, also after the visitor scrolled;
     a tap on a tile opens that map in the focus view with cells >= 12 px (28x28) / >= 24 px
     (14x14), the page never scrolls, and 20 taps with 2 px of jitter (sigma) around random cells'
-    centres land on the intended cell at least 19 times; a finger sliding across inspects cell by cell."""
+    centres land on the intended cell at least 19 times; a finger sliding across inspects cell by
+    cell; a swipe across the network input moves the drawing."""
     import random
 
     from playwright.sync_api import expect
@@ -437,8 +438,31 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
         d = pg.locator(main).evaluate("c => ({...c.dataset})")
         assert d["layer"] == "pool1" and float(d["cell"]) >= 24, d
         expect(pg.locator("#focus .focus-inspector h3[data-layer='pool1'][data-channel='2'][data-row='6'][data-col='7']")).to_have_count(1)
+        # a swipe across ② moves the drawing a pixel that way, and the page stays where it is
+        pg.locator("#focus .focus-close").tap()
+        swipe_moves_the_input(pg, cdp)
     finally:
         ctx.close()
+
+
+def swipe_moves_the_input(pg, cdp) -> None:
+    """A finger swiped right, then up across the network input (②) moves it (1, 0), then (1, -1)."""
+    import numpy as np
+
+    from test_shift import moved_reference
+
+    net_input = pg.locator("#network-input canvas")
+    net_input.scroll_into_view_if_needed()
+    drawn, scrolled = page_input(pg), pg.evaluate("window.scrollY")
+    b = net_input.bounding_box()
+    x, y = b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
+    for (dx, dy), want in (((60, 0), (1, 0)), ((0, -60), (1, -1))):
+        before = pg.locator("#maps").get_attribute("data-drawn")
+        touch_stroke(cdp, [(x - dx / 2 + dx * i / 8, y - dy / 2 + dy * i / 8) for i in range(9)])
+        pg.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
+        np.testing.assert_array_equal(page_input(pg), moved_reference(drawn, *want), err_msg=str(want))
+    assert "Moved 1 px right, 1 px up" in pg.locator("#move-info").inner_text()
+    assert pg.evaluate("window.scrollY") == scrolled  # the swipe moved the drawing, not the page
 
 
 # ---------------------------------------------------------------- a link to one drawing

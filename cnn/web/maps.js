@@ -692,18 +692,33 @@ new ResizeObserver(() => {
   if (w !== lastWidth) { lastWidth = w; draw(); }
 }).observe(element);
 // The network input sits in another column (app.py): draw it once it exists. Focused, its arrow
-// keys move the drawing (they press the move buttons under it: cnn/shift.py), Escape puts it back.
+// keys move the drawing (they press the move buttons under it: cnn/shift.py), Escape puts it back;
+// on a touch screen a swipe across it moves it one pixel that way.
 const MOVE_KEYS = { ArrowLeft: "left", ArrowRight: "right", ArrowUp: "up", ArrowDown: "down", Escape: "back" };
+function press(move) {  // true when a drawing is there to move and the button was pressed
+  const button = document.querySelector(`#move-${move}`);
+  const target = button && (button.tagName === "BUTTON" ? button : button.querySelector("button"));
+  if (target && D) target.click();
+  return Boolean(target && D);
+}
 function wireInput(canvas) {
   if (canvas.dataset.keys) return;
   canvas.dataset.keys = "move";
   canvas.tabIndex = 0;
-  canvas.setAttribute("aria-label", "What the network receives: the 28×28 input. The arrow keys move it one pixel, " +
-    "Escape puts it back.");
+  canvas.setAttribute("aria-label", "What the network receives: the 28×28 input. The arrow keys (or a swipe) move " +
+    "it one pixel, Escape puts it back.");
   canvas.addEventListener("keydown", (e) => {
-    const button = MOVE_KEYS[e.key] && document.querySelector(`#move-${MOVE_KEYS[e.key]}`);
-    const target = button && (button.tagName === "BUTTON" ? button : button.querySelector("button"));
-    if (target && D) { e.preventDefault(); e.stopPropagation(); target.click(); }
+    if (MOVE_KEYS[e.key] && press(MOVE_KEYS[e.key])) { e.preventDefault(); e.stopPropagation(); }
+  });
+  let start = null;  // where a finger went down; the canvas takes the gesture (maps.css: touch-action)
+  canvas.addEventListener("pointerdown", (e) => { start = e.pointerType === "touch" ? [e.clientX, e.clientY] : null; });
+  canvas.addEventListener("pointercancel", () => { start = null; });
+  canvas.addEventListener("pointerup", (e) => {
+    if (!start || e.pointerType !== "touch") return;
+    const dx = e.clientX - start[0], dy = e.clientY - start[1];
+    start = null;
+    if (Math.max(Math.abs(dx), Math.abs(dy)) < 20) return;  // a tap, not a swipe
+    press(Math.abs(dx) >= Math.abs(dy) ? (dx > 0 ? "right" : "left") : (dy > 0 ? "down" : "up"));
   });
 }
 const waitInput = () => (netInput() ? (wireInput(netInput()), draw()) : setTimeout(waitInput, 100));
