@@ -137,8 +137,19 @@ def zoom(pg) -> list[str]:
       .filter((e) => e.childElementCount === 0 && /^\\d+%$/.test(e.textContent.trim())).map((e) => e.textContent.trim())""")
 
 
+def cache_files() -> set:
+    """Every file under the app's cache ($GRADIO_TEMP_DIR)."""
+    from pathlib import Path
+
+    return {p for p in Path(os.environ["GRADIO_TEMP_DIR"]).rglob("*") if p.is_file()}
+
+
 def test_draw_digits_clear_and_draw_again(page, tmp_path, monkeypatch):
+    """A 1, a 7 cleared while on its way, a star and a 0, Clear between each: each answered, the
+    canvas never moving and at 100 %; and not one file appears under the app's cache: the maps are
+    drawn in the browser from the stroke's value (its size: tests/test_app.py)."""
     expect_empty(page)
+    before = cache_files()
     ready_to_draw(page)
     assert zoom(page) == ["100%"]  # the canvas at its own size, as it is again after every Clear
     canvas = page.locator("#sketch .pixi-target canvas").first
@@ -160,8 +171,10 @@ def test_draw_digits_clear_and_draw_again(page, tmp_path, monkeypatch):
 
             expect(page.locator("#answer")).to_contain_text(explain.NOT_A_DIGIT_REASON)
         assert abs(canvas.bounding_box()["y"] - where) < 1, digit
-
     page.screenshot(path=str(tmp_path / "screenshot.png"), full_page=True)
+    clear(page)
+    expect_empty(page)
+    assert cache_files() - before == set(), sorted(cache_files() - before)[:5]
 
 
 def clear_while_the_stroke_is_sent(page, monkeypatch) -> None:
@@ -730,26 +743,6 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
             np.testing.assert_array_equal(dot, kept, err_msg=f"{layer}: the dots are the kept cells")
             got, want = got[~kept], want[~kept]
         np.testing.assert_array_equal(got, want, err_msg=f"{layer}: colours")
-
-
-def test_strokes_write_no_file(page):
-    """Two strokes and Clears: not one file appears under the app's cache ($GRADIO_TEMP_DIR): the
-    maps are drawn in the browser from the stroke's value (its size: tests/test_app.py)."""
-    import os
-    from pathlib import Path
-
-    cache = Path(os.environ["GRADIO_TEMP_DIR"])
-    files = lambda: {p for p in cache.rglob("*") if p.is_file()}  # noqa: E731
-    clear(page)
-    expect_empty(page)
-    before = files()
-    for strokes, digit in ((SEVEN, "7"), (ONE, "1")):
-        ready_to_draw(page)
-        draw(page, strokes)
-        expect_digit(page, digit)
-        clear(page)
-        expect_empty(page)
-    assert files() - before == set(), sorted(files() - before)[:5]
 
 
 def test_the_move_buttons_move_the_input_and_say_how_similar_each_layer_stayed(page, shipped_model):
