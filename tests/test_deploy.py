@@ -457,11 +457,14 @@ def test_idle_and_half_sent_connections_are_closed_and_others_are_served(served)
 
 
 def test_a_flood_from_one_address_gets_429_while_another_is_served(served):
-    statuses = []
+    """The proxy's own 429s say why in one sentence, in the app's JSON ({"detail": ...})."""
+    statuses, refusals = [], set()
     with visitor("127.0.0.50") as flood:
         for _ in range(300):
             r = flood.get(served.url + "/config")
             statuses.append((r.status_code, r.headers.get("x-replica")))
+            if r.status_code == 429 and not r.headers.get("x-replica"):
+                refusals.add((r.headers.get("content-type"), r.text))
         with visitor("127.0.0.51") as other:
             r = other.get(served.url + "/config")
         assert r.status_code == 200 and r.headers.get("x-replica"), r.status_code
@@ -472,6 +475,27 @@ def test_a_flood_from_one_address_gets_429_while_another_is_served(served):
     assert len(by_proxy) >= 150, f"{len(by_proxy)} of 300 refused by the proxy"
     assert len(passed) >= 50, f"only {len(passed)} passed the proxy: its burst allowance is gone"
     assert {s[0] for s in statuses} <= {200, 429}, statuses
+    assert refusals == {("application/json", json.dumps({"detail": "Too many requests from your address; wait a few "
+                                                                    "seconds and try again."}))}, refusals
+
+
+def test_a_body_over_the_proxy_cap_is_refused_with_a_sentence_before_it_is_sent(served):
+    """A request that announces more than the proxy's 3 MB is answered 413 at once, in the app's
+    JSON, without nginx reading the body or a replica seeing it."""
+    host, port = "127.0.0.1", int(served.url.rsplit(":", 1)[1])
+    with socket.create_connection((host, port), timeout=5, source_address=("127.0.0.53", 0)) as s:
+        s.sendall(b"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                  b"boundary=x\r\nContent-Length: 4000000\r\n\r\n")
+        answer = b""
+        while b"}" not in answer:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"x-replica" not in head.lower() and b"content-type: application/json" in head.lower(), head
+    assert "3 MB" in json.loads(body)["detail"], body
 
 
 def test_more_than_64_requests_at_once_from_one_address_get_429(served):
