@@ -234,7 +234,7 @@ def test_dry_run_prints_the_config_and_the_replica_commands_and_starts_nothing()
                           r"--port (\d+)$", text, re.MULTILINE)
     assert [n for n, _ in commands] == ["1", "2", "3"], text[:800]
     upstream = re.search(r"upstream cnn_app \{(.*?)\}", text, re.DOTALL).group(1)
-    assert re.findall(r"server 127\.0\.0\.1:(\d+);", upstream) == [p for _, p in commands]
+    assert re.findall(r"server 127\.0\.0\.1:(\d+) max_fails=1 fail_timeout=3s;", upstream) == [p for _, p in commands]
     assert "hash $sticky_key consistent;" in upstream
     for line in ("listen 127.0.0.1:8080;", "limit_conn cnn_conn 64;", "limit_req zone=cnn_app burst=60 nodelay;",
                  "limit_req_status 429;", "limit_conn_status 429;", "client_header_timeout 10s;",
@@ -635,15 +635,53 @@ def test_sigterm_stops_nginx_and_every_replica_and_removes_the_temp_folder(tls_s
     assert "[alert]" not in said and "[emerg]" not in said and "Traceback" not in said, said
 
 
-def test_a_replica_that_dies_stops_everything_with_one_line(served):
-    """Kills a replica of the main deployment: keep this test last."""
+def test_a_replica_is_started_again_at_most_three_times_in_ten_minutes():
+    """deploy/run's restart budget: a fourth death within 600 s stops the deployment instead."""
+    run = load_run_module()
+    budget = run.Restarts()
+    assert (budget.limit, budget.window) == (3, 600.0)
+    assert [budget.allow(t) for t in (0, 10, 20, 30)] == [True, True, True, False]
+    assert budget.allow(605) and not budget.allow(606)  # 0 left the window; 10 and 20 have not
+
+
+def test_a_replica_that_dies_is_started_again_while_the_others_serve_and_nginx_dying_stops_all(served):
+    """Kills a replica of the main deployment, then its nginx: keep this test last.
+
+    The killed replica's visitors (a sticky key the proxy sent to it) are answered by the other
+    replica at once, every request meanwhile is a 200, deploy/run says it started it again and
+    when it answers, and the same key reaches it again. nginx killed: everything stopped, one line."""
+    log = served.stderr()
+    victim = sorted(served.replicas())[-1]
+    number = re.search(rf"replica (\d+) \(127\.0\.0\.1:\d+, pid {victim}\)", log).group(1)
+    with visitor("127.0.0.60") as c:
+        def ask(key: str) -> tuple[int, str]:
+            r = c.get(served.url + "/config", cookies={"cnn_replica": key})
+            return r.status_code, r.headers.get("x-replica", "")
+
+        key = next(k for k in (f"visitor-{i}" for i in range(200)) if ask(k) == (200, number))
+        os.kill(victim, signal.SIGKILL)
+        answers, end = [], time.monotonic() + 120
+        while "ready again" not in served.stderr()[len(log):] and time.monotonic() < end:
+            answers.append(ask(key))
+            time.sleep(0.25)
+        said = served.stderr()[len(log):]
+        assert re.search(rf"deploy/run: replica {number} \(127\.0\.0\.1:\d+, pid {victim}\) was killed by SIGKILL; "
+                         rf"started it again as pid \d+", said), said
+        assert re.search(rf"deploy/run: replica {number} \(127\.0\.0\.1:\d+, pid \d+\) ready again after \d+ s", said), said
+        assert answers and {status for status, _ in answers} == {200}, answers
+        assert all(replica != number for _, replica in answers[:4]), answers  # the other one took them at once
+        end = time.monotonic() + 15  # nginx tries the replica again 3 s after its last refusal
+        while ask(key) != (200, number) and time.monotonic() < end:
+            time.sleep(0.25)
+        assert ask(key) == (200, number)
+    assert served.running() and victim not in served.replicas() and len(served.replicas()) == 2
+
     procs = served.processes()
     folder = served.folder()
-    victim = sorted(served.replicas())[-1]
-    os.kill(victim, signal.SIGKILL)
-    assert served.proc.wait(20) == 1
+    master = next(pid for pid, (_, cmd) in procs.items() if cmd.startswith("nginx: master"))
+    os.kill(master, signal.SIGKILL)
+    assert served.proc.wait(30) == 1
     last = served.stderr().strip().splitlines()[-1]
-    assert re.fullmatch(rf"deploy/run: replica \d \(127\.0\.0\.1:\d+, pid {victim}\) was killed by SIGKILL; "
-                        r"stopped everything else", last), last
+    assert last == "deploy/run: nginx was killed by SIGKILL; stopped everything else", last
     assert not still_running(procs), still_running(procs)
     assert not folder.exists()
