@@ -655,7 +655,8 @@ def test_a_replica_that_dies_is_started_again_while_the_others_serve_and_nginx_d
     number = re.search(rf"replica (\d+) \(127\.0\.0\.1:\d+, pid {victim}\)", log).group(1)
     with visitor("127.0.0.60") as c:
         def ask(key: str) -> tuple[int, str]:
-            r = c.get(served.url + "/config", cookies={"cnn_replica": key})
+            c.cookies.set("cnn_replica", key)
+            r = c.get(served.url + "/config")
             return r.status_code, r.headers.get("x-replica", "")
 
         key = next(k for k in (f"visitor-{i}" for i in range(200)) if ask(k) == (200, number))
