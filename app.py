@@ -377,7 +377,8 @@ def network_note(name: str, card: dict | None) -> str:
 def switch(networks: dict, name, image, move) -> tuple:
     """The network picker: the session's drawing (moved as it is) through network ``name``. Outputs:
     the label (and its title), answer line, the maps' value (with this network's weights, which the
-    browser keeps for the inspector), conv1's filters, the note, the network now."""
+    browser keeps for the inspector, and a snapshot's patches: what its maps look for), conv1's
+    filters, the note, the network now."""
     try:
         name = replay.check(name, networks)
     except InputError as e:
