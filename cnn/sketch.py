@@ -37,10 +37,10 @@ MAX_SKETCH_PIXELS = 1024 * 1024
 BLOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 CANVAS = 400  # px square. Big enough to draw in comfortably, small enough to upload every stroke fast.
+PAD_HEIGHT = CANVAS + 2 * 30 + 2  # the pad around it: shown at 100 %, before and after a Clear (see sketchpad())
 # Brush radius in canvas px. MNIST strokes are ~0.09 of the digit's height (median over the
 # test set; quartiles 0.08-0.11); a digit drawn over ~3/4 of the canvas (300 px) then wants a
 # ~28 px wide stroke. Preprocessing rescales the digit to 20 px, so this ratio is what matters.
-PAD_HEIGHT = CANVAS + 2 * 30 + 2  # see sketchpad()
 BRUSH_RADIUS = 14
 ERASER_RADIUS = 24
 

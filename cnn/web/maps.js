@@ -710,7 +710,7 @@ function wireInput(canvas) {
   canvas.addEventListener("keydown", (e) => {
     if (MOVE_KEYS[e.key] && press(MOVE_KEYS[e.key])) { e.preventDefault(); e.stopPropagation(); }
   });
-  let start = null;  // where a finger went down; the canvas takes the gesture (maps.css: touch-action)
+  let start = null;  // where a finger went down; the canvas takes the gesture (page.css: touch-action)
   canvas.addEventListener("pointerdown", (e) => { start = e.pointerType === "touch" ? [e.clientX, e.clientY] : null; });
   canvas.addEventListener("pointercancel", () => { start = null; });
   canvas.addEventListener("pointerup", (e) => {
