@@ -388,7 +388,8 @@ def touch_stroke(cdp, points) -> None:
 
 
 def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browser, served_app, shipped_model):
-    """390x844, touch: the answer stays on screen while drawing, also after the visitor scrolled;
+    """390x844, touch: the pad is square around the canvas fitted to its width (66 %); the answer
+    stays on screen while drawing, also after the visitor scrolled;
     a tap on a tile opens that map in the focus view with cells >= 12 px (28x28) / >= 24 px
     (14x14), the page never scrolls, and 20 taps with 2 px of jitter (sigma) around random cells'
     centres land on the intended cell at least 19 times; a finger sliding across inspects cell by
@@ -405,6 +406,8 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
         canvas = pg.locator("#sketch .pixi-target canvas").first
         canvas.wait_for()
         ready_to_draw(pg)
+        pad = pg.locator("#sketch").bounding_box()  # no taller than wide: no empty pad above and below the canvas
+        assert pad["height"] <= pad["width"] + 1 and zoom(pg) == ["66%"], (pad, zoom(pg))
         canvas.evaluate("c => c.scrollIntoView({block: 'start'})")  # scrolled until the canvas is at the top
         pg.wait_for_timeout(300)
         assert pg.evaluate("window.scrollY") > 200
