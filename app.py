@@ -299,6 +299,8 @@ def open_link(model: CNN, request: gr.Request, networks: dict | None = None) -> 
         networks = networks or {replay.SHIPPED: (model, None)}
         network = replay.check(params.get(link.NETWORK_PARAM), networks)
         page = moved(networks[network][0], image, dx, dy, selection)  # one forward pass (two with a move)
+        if network != replay.SHIPPED:  # the browser has only the shipped weights yet
+            with_network(page[2], network, networks[network][0])
     except InputError as e:
         return (gr.skip(),) * 6 + (f"<p>{e} Here is an empty page to draw on.</p>", gr.skip())
     except gr.Error as e:
@@ -374,6 +376,17 @@ def network_note(name: str, card: dict | None) -> str:
             f"below is this network's.</p>")
 
 
+def with_network(value: dict, name: str, model: CNN) -> dict:
+    """The maps' value with what the browser needs to read it through network ``name``: its weights
+    (the inspector's arithmetic) and, for a training snapshot, what its maps look for (the shipped
+    weights' came with the page). Sent when the network changes, so the inspector never computes a
+    snapshot's cell with the shipped weights."""
+    value["weights"] = payload.weights(model)
+    if name != replay.SHIPPED:
+        value["patches"] = getattr(model, "looks_for", None)
+    return value
+
+
 def switch(networks: dict, name, image, move) -> tuple:
     """The network picker: the session's drawing (moved as it is) through network ``name``. Outputs:
     the label (and its title), answer line, the maps' value (with this network's weights, which the
@@ -389,9 +402,7 @@ def switch(networks: dict, name, image, move) -> tuple:
         label, answer, value = EMPTY, explain.answer(None), {"network": name}
     else:
         label, answer, value = moved(model, image, dx, dy)[:3]
-    value["weights"] = payload.weights(model)
-    if name != replay.SHIPPED:  # what its maps look for (the shipped weights' came with the page)
-        value["patches"] = getattr(model, "looks_for", None)
+    with_network(value, name, model)
     title = "What the network decides" + ("" if name == replay.SHIPPED else " (uncalibrated softmax)")
     return (gr.update(value=label, label=title), answer, value, render.filters(model.conv1[0].weight),
             network_note(name, card), name)
