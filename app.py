@@ -287,7 +287,7 @@ def open_link(model: CNN, request: gr.Request, networks: dict | None = None) -> 
     comes from the link itself; the server keeps nothing."""
     params = request.query_params if request is not None else {}
     if not {link.PARAM, link.CELL_PARAM, link.MOVE_PARAM, link.NETWORK_PARAM} & set(params):
-        return (gr.skip(),) * 8
+        return (gr.skip(),) * 11
     try:
         if link.PARAM not in params:
             raise link.LinkError("The link names a cell or a move but carries no drawing.")
@@ -299,13 +299,18 @@ def open_link(model: CNN, request: gr.Request, networks: dict | None = None) -> 
         networks = networks or {replay.SHIPPED: (model, None)}
         network = replay.check(params.get(link.NETWORK_PARAM), networks)
         page = moved(networks[network][0], image, dx, dy, selection)  # one forward pass (two with a move)
-        if network != replay.SHIPPED:  # the browser has only the shipped weights yet
-            with_network(page[2], network, networks[network][0])
     except InputError as e:
-        return (gr.skip(),) * 6 + (f"<p>{e} Here is an empty page to draw on.</p>", gr.skip())
+        return (gr.skip(),) * 6 + (f"<p>{e} Here is an empty page to draw on.</p>",) + (gr.skip(),) * 4
     except gr.Error as e:
-        return (gr.skip(),) * 6 + (f"<p>{e.message} Here is an empty page to draw on.</p>", gr.skip())
-    return page + ((dx, dy), link.canvas(image, CANVAS), "", network)
+        return (gr.skip(),) * 6 + (f"<p>{e.message} Here is an empty page to draw on.</p>",) + (gr.skip(),) * 4
+    # A training step: its weights and patches with the value (the browser holds only the shipped
+    # weights' yet), its filters and note; the page opened on the shipped weights already shows theirs.
+    picked = (gr.skip(),) * 2
+    if network != replay.SHIPPED:
+        snapshot, card = networks[network]
+        with_network(page[2], network, snapshot)
+        picked = (render.filters(snapshot.conv1[0].weight), network_note(network, card))
+    return page + ((dx, dy), link.canvas(image, CANVAS), "", network) + picked + (network,)
 
 
 def open_query(model: CNN, query, networks: dict | None = None) -> tuple:
@@ -531,16 +536,17 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
         link_query = gr.Textbox(visible=False, label="link query")
         demo.load(None, None, link_query, js=LINK_QUERY_JS)
         link_query.change(lambda query: open_query(model, query, networks), link_query,
-                          [*outputs, move, linked, notice, choice],
+                          [*outputs, move, linked, notice, choice, filters, note, network],
                           api_visibility="private", show_progress="hidden", concurrency_id="cnn",
                           ).success(None, linked, sketch, js=CANVAS_JS)
         for name, button in move_buttons.items():  # one pixel a click; ⟲ back to the drawing as drawn
             button.click(lambda image, shown, net, step=MOVES[name]: move_by(pick(net), step, image, shown),
                          [drawing, move, network], [label, answer, maps, move],
                          api_visibility="private", show_progress="hidden", concurrency_id="cnn")
-        # The network picker (a link's network arrives here too): the same drawing through it.
-        choice.change(partial(switch, networks), [choice, drawing, move], [label, answer, maps, filters, note, network],
-                      api_visibility="private", show_progress="hidden", concurrency_id="cnn")
+        # The network picker: the same drawing through the picked network.
+        # (`input`: the visitor's pick only; a link sets the picker and sends its network itself)
+        choice.input(partial(switch, networks), [choice, drawing, move], [label, answer, maps, filters, note, network],
+                     api_visibility="private", show_progress="hidden", concurrency_id="cnn")
         demo.load(None, js=ARM_BRUSH_JS)
         demo.load(None, js=PAGE_JS)
     demo.queue(**QUEUE)

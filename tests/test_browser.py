@@ -806,11 +806,13 @@ def test_the_inspector_shows_what_each_map_looks_for(page):
         np.testing.assert_array_equal(drawn.reshape(side, side), shipped[f"{conv}.patch"][m, 0], err_msg=conv)
 
 
-def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_weights(page, served_app):
+def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_weights(page, browser, served_app):
     """The picker on "step 50" with the example 2: the note and the answer say uncalibrated, the
     inspector's numbers for cells of all four layers are /inspect's with network=step-50 (the
     snapshot's weights reached the browser) and its top patches are its own file's, not the
-    shipped weights'; back to the shipped weights, the shipped numbers and patches again."""
+    shipped weights'. Its link opens a new page on step 50 in one event (the picker, the note,
+    the inspector's numbers and patches all step 50's). Back to the shipped weights, the shipped
+    numbers and patches again."""
     from gradio_client import Client, handle_file
     from playwright.sync_api import expect
 
@@ -829,11 +831,11 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
         page.wait_for_function("([n, net]) => document.getElementById('maps').dataset.drawn !== n && "
                                "document.getElementById('maps').dataset.network === net", arg=[before, network])
 
-    def check(network: str | None) -> None:
+    def check(network: str | None, pg=page) -> None:
         for elem_id, layer, cell in (("conv1-before", "conv1", (3, 9, 14)), ("conv1-after", "pool1", (5, 6, 7)),
                                      ("conv2-before", "conv2", (20, 4, 9)), ("conv2-after", "pool2", (11, 3, 3))):
-            page.mouse.move(*cell_point(page, elem_id, layer, *cell))
-            shown = page.evaluate(READ_INSPECTOR_JS)
+            pg.mouse.move(*cell_point(pg, elem_id, layer, *cell))
+            shown = pg.evaluate(READ_INSPECTOR_JS)
             args = (value, layer, *cell) + ((network,) if network else ())
             want = client.predict(*args, api_name="/inspect")
             close(shown["value"], want["value"], (network, layer, "value"))
@@ -851,6 +853,26 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
     expect(page.locator("#answer")).to_contain_text("uncalibrated")
     check("step-50")
     looks_for(page, replay.file_for(replay.DEFAULT_FOLDER, 50))  # its own patches, not the shipped weights'
+
+    page.click("#share-button")
+    box = page.locator("#share-link textarea, #share-link input").first
+    expect(box).to_have_value(re.compile(r"&network=step-50"), timeout=TIMEOUT_MS)
+    other = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    try:
+        other.set_default_timeout(TIMEOUT_MS)
+        joins = []
+        other.on("request", lambda r: joins.append(r.post_data) if "/queue/join" in r.url else None)
+        other.goto(box.input_value())
+        expect_digit(other, "2")
+        assert other.locator("#maps").get_attribute("data-network") == "step-50"
+        expect(other.locator("#network input")).to_have_value(re.compile(r"^Tutorial, step 50 of"))
+        expect(other.locator("#network-note")).to_contain_text("Uncalibrated")
+        check("step-50", other)
+        looks_for(other, replay.file_for(replay.DEFAULT_FOLDER, 50))
+        assert len(joins) == 1, joins  # the link's own event; no second one for the picker
+    finally:
+        other.close()
+
     pick("The shipped weights", "shipped")
     expect(page.locator("#answer")).to_contain_text("sure")
     check(None)

@@ -107,7 +107,8 @@ def test_the_page_opens_a_link_with_its_drawing_cell_and_canvas(shipped_model):
     np.testing.assert_array_equal(out[3], image)  # the session's drawing: what the next "link" encodes
     assert out[4] == (0, 0) and out[5].size == (app.CANVAS, app.CANVAS)  # not moved; the canvas
     no_link = app.open_link(shipped_model, type("Request", (), {"query_params": {}}))
-    assert no_link == (gr.skip(),) * 8  # no link: the page as it loads
+    assert out[8:] == (gr.skip(), gr.skip(), "shipped")  # the shipped weights' filters and note: as the page has them
+    assert no_link == (gr.skip(),) * 11  # no link: the page as it loads
 
 
 def good() -> str:
@@ -208,7 +209,7 @@ def test_a_bad_cell_parameter_is_refused(cell):
         "too long", "move too far", "move not numbers", "move of three"])
 def test_a_bad_link_opens_the_empty_page_with_one_notice(shipped_model, query, says):
     out = app.open_link(shipped_model, type("Request", (), {"query_params": query}))
-    assert len(out) == 8 and out[:6] == (gr.skip(),) * 6 and out[7] == gr.skip()  # nothing drawn or inspected
+    assert len(out) == 11 and out[:6] == (gr.skip(),) * 6 and out[7:] == (gr.skip(),) * 4  # nothing drawn or inspected
     assert "Here is an empty page to draw on." in out[6] and "Traceback" not in out[6]
     assert says in out[6] and out[6].count("<p>") == 1
 

@@ -89,14 +89,16 @@ def test_a_link_with_a_network_reopens_the_same_page():
     query = app.make_link(image, "", (1, 0), "step-200")
     assert "network=step-200" in query and "move=1,0" in query
     opened = app.open_query(networks["step-200"][0], "?" + query, {**networks, replay.SHIPPED: (None, None)})
-    assert opened[-1] == "step-200" and opened[2]["network"] == "step-200" and opened[4] == (1, 0)
+    assert opened[-1] == opened[7] == "step-200" and opened[2]["network"] == "step-200" and opened[4] == (1, 0)
     made = app.switch(networks, "step-200", image, (1, 0))
     assert opened[2]["probabilities"] == made[2]["probabilities"] and opened[1] == made[1]
-    # the link's value carries the snapshot's weights and patches: the browser reads the drawing
-    # with them from the first value on, never with the shipped weights it holds
+    # the link does what the picker does, in its one event: the value carries the snapshot's weights
+    # and patches (the browser reads the drawing with them from the first value on, never with the
+    # shipped weights it holds), and the filters and the note are the snapshot's
     model = networks["step-200"][0]
     assert opened[2]["weights"] == app.payload.weights(model) and opened[2]["patches"] is model.looks_for
     assert opened[2]["patches"] is not None
+    assert opened[8].tobytes() == made[3].tobytes() and opened[9] == made[4]
 
 
 def test_the_api_takes_an_optional_network_and_a_bad_one_is_one_sentence(served_app):

@@ -6,6 +6,7 @@ modules called one by one (not ``cnn.features.extract``), the cosine with numpy 
 """
 from __future__ import annotations
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -114,8 +115,8 @@ def test_a_link_with_a_move_reopens_the_same_page(shipped_model, two):
     params = dict(parse_qsl(query))
     assert params[link.MOVE_PARAM] == "2,-1" and "move=2,-1" in query
     opened = app.open_query(shipped_model, "?" + query)
-    label, answer, value, drawing, move, canvas, notice, network = opened
-    assert network == "shipped"
+    label, answer, value, drawing, move, canvas, notice, network, filters, note, picked = opened
+    assert network == picked == "shipped" and filters == note == gr.skip()
     assert notice == "" and move == (2, -1) and value["pinned"] == ["pool1", 3, 4, 5]
     np.testing.assert_array_equal(drawing, two)  # the session keeps the drawing as drawn
     made = app.moved(shipped_model, two, 2, -1, ("pool1", 3, 4, 5))
