@@ -393,7 +393,7 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
     a tap on a tile opens that map in the focus view with cells >= 12 px (28x28) / >= 24 px
     (14x14), the page never scrolls, and 20 taps with 2 px of jitter (sigma) around random cells'
     centres land on the intended cell at least 19 times; a finger sliding across inspects cell by
-    cell; a swipe across the network input moves the drawing."""
+    cell; a sideways swipe across the network input moves the drawing, an upward one scrolls."""
     import random
 
     from playwright.sync_api import expect
@@ -469,7 +469,8 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
 
 
 def swipe_moves_the_input(pg, cdp) -> None:
-    """A finger swiped right, then up across the network input (②) moves it (1, 0), then (1, -1)."""
+    """A finger swiped right twice, then left across the network input (②) moves it (1, 0), (2, 0),
+    (1, 0), the page staying put; swiped up, it scrolls the page as anywhere else and moves nothing."""
     import numpy as np
 
     from test_shift import moved_reference
@@ -479,13 +480,22 @@ def swipe_moves_the_input(pg, cdp) -> None:
     drawn, scrolled = page_input(pg), pg.evaluate("window.scrollY")
     b = net_input.bounding_box()
     x, y = b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
-    for (dx, dy), want in (((60, 0), (1, 0)), ((0, -60), (1, -1))):
-        before = pg.locator("#maps").get_attribute("data-drawn")
+
+    def swipe(dx: float, dy: float) -> None:
         touch_stroke(cdp, [(x - dx / 2 + dx * i / 8, y - dy / 2 + dy * i / 8) for i in range(9)])
+
+    for dx, want in ((60, (1, 0)), (60, (2, 0)), (-60, (1, 0))):
+        before = pg.locator("#maps").get_attribute("data-drawn")
+        swipe(dx, 0)
         pg.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
         np.testing.assert_array_equal(page_input(pg), moved_reference(drawn, *want), err_msg=str(want))
-    assert "Moved 1 px right, 1 px up" in pg.locator("#move-info").inner_text()
-    assert pg.evaluate("window.scrollY") == scrolled  # the swipe moved the drawing, not the page
+    assert "Moved 1 px right" in pg.locator("#move-info").inner_text()
+    assert pg.evaluate("window.scrollY") == scrolled  # the swipes moved the drawing, not the page
+    before = pg.locator("#maps").get_attribute("data-drawn")
+    swipe(0, -120)  # up: the page scrolls down under the finger
+    pg.wait_for_function("(y) => window.scrollY > y", arg=scrolled, timeout=5000)
+    pg.wait_for_timeout(300)
+    assert pg.locator("#maps").get_attribute("data-drawn") == before
 
 
 # ---------------------------------------------------------------- a link to one drawing

@@ -693,7 +693,8 @@ new ResizeObserver(() => {
 }).observe(element);
 // The network input sits in another column (app.py): draw it once it exists. Focused, its arrow
 // keys move the drawing (they press the move buttons under it: cnn/shift.py), Escape puts it back;
-// on a touch screen a swipe across it moves it one pixel that way.
+// on a touch screen a sideways swipe across it moves it one pixel left or right (an upward or
+// downward one scrolls the page, as anywhere else: up and down are the buttons).
 const MOVE_KEYS = { ArrowLeft: "left", ArrowRight: "right", ArrowUp: "up", ArrowDown: "down", Escape: "back" };
 function press(move) {  // true when a drawing is there to move and the button was pressed
   const button = document.querySelector(`#move-${move}`);
@@ -705,20 +706,23 @@ function wireInput(canvas) {
   if (canvas.dataset.keys) return;
   canvas.dataset.keys = "move";
   canvas.tabIndex = 0;
-  canvas.setAttribute("aria-label", "What the network receives: the 28×28 input. The arrow keys (or a swipe) move " +
-    "it one pixel, Escape puts it back.");
+  canvas.setAttribute("aria-label", "What the network receives: the 28×28 input. The arrow keys move it one pixel " +
+    "(a sideways swipe left or right), Escape puts it back.");
   canvas.addEventListener("keydown", (e) => {
     if (MOVE_KEYS[e.key] && press(MOVE_KEYS[e.key])) { e.preventDefault(); e.stopPropagation(); }
   });
-  let start = null;  // where a finger went down; the canvas takes the gesture (page.css: touch-action)
-  canvas.addEventListener("pointerdown", (e) => { start = e.pointerType === "touch" ? [e.clientX, e.clientY] : null; });
-  canvas.addEventListener("pointercancel", () => { start = null; });
+  // The first finger down (a second one is ignored); sideways pans are the page's to handle here
+  // (page.css: touch-action: pan-y), an upward or downward one the browser's, which cancels it.
+  let start = null;
+  canvas.addEventListener("pointerdown", (e) => {
+    if (e.pointerType === "touch" && !start) start = { id: e.pointerId, x: e.clientX, y: e.clientY };
+  });
+  canvas.addEventListener("pointercancel", (e) => { if (start && e.pointerId === start.id) start = null; });
   canvas.addEventListener("pointerup", (e) => {
-    if (!start || e.pointerType !== "touch") return;
-    const dx = e.clientX - start[0], dy = e.clientY - start[1];
+    if (!start || e.pointerId !== start.id) return;
+    const dx = e.clientX - start.x, dy = e.clientY - start.y;
     start = null;
-    if (Math.max(Math.abs(dx), Math.abs(dy)) < 20) return;  // a tap, not a swipe
-    press(Math.abs(dx) >= Math.abs(dy) ? (dx > 0 ? "right" : "left") : (dy > 0 ? "down" : "up"));
+    if (Math.abs(dx) >= 20 && Math.abs(dx) > Math.abs(dy)) press(dx > 0 ? "right" : "left");  // else a tap
   });
 }
 const waitInput = () => (netInput() ? (wireInput(netInput()), draw()) : setTimeout(waitInput, 100));
