@@ -644,6 +644,52 @@ def test_a_replica_is_started_again_at_most_three_times_in_ten_minutes():
     assert budget.allow(605) and not budget.allow(606)  # 0 left the window; 10 and 20 have not
 
 
+def test_revive_starts_a_dead_replica_again_kills_a_silent_one_and_gives_up_after_its_budget(monkeypatch):
+    """deploy/run's watch loop without real replicas (each a ``sleep``, on a port nothing answers):
+    a dead one is started again in its place; one that does not answer within --start-timeout of
+    its restart is killed and started again; the fourth death within the window is a Failure; and
+    nothing is started again once the deployment is stopping."""
+    import argparse
+
+    run = load_run_module()
+    monkeypatch.setattr(run, "replica_command", lambda port, weights: ["sleep", "60"])
+    monkeypatch.setattr(run, "spawn", lambda cmd, **kw: subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                                                          start_new_session=True))
+    d = run.Deployment(argparse.Namespace(start_timeout=0.3, weights=None), "nginx")
+    d.ports = [free_port()]
+    d.spawn_replica(0)
+    seen = [d.replicas[0][1]]
+    try:
+        def dies() -> None:
+            seen[-1].kill()
+            seen[-1].wait(5)
+            d.revive()
+            seen.append(d.replicas[0][1])
+            assert seen[-1].pid != seen[-2].pid and seen[-1].poll() is None and 0 in d.restarting
+
+        dies()  # restart 1
+        time.sleep(0.5)
+        d.revive()  # silent past the start timeout: killed...
+        assert seen[-1].wait(5) == -signal.SIGKILL and 0 not in d.restarting
+        d.revive()  # ...and started again: restart 2
+        seen.append(d.replicas[0][1])
+        assert seen[-1].pid != seen[-2].pid and seen[-1].poll() is None
+        dies()  # restart 3
+        seen[-1].kill()
+        seen[-1].wait(5)
+        with pytest.raises(run.Failure, match=r"replica 1 .* was killed by SIGKILL, its death number 4 within 600 s"):
+            d.revive()
+        d.stopping = True
+        d.restarts.clear()
+        d.revive()  # stopping: nothing started
+        assert d.replicas[0][1] is seen[-1]
+    finally:
+        for proc in seen:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
 def test_a_replica_that_dies_is_started_again_while_the_others_serve_and_nginx_dying_stops_all(served):
     """Kills a replica of the main deployment, then its nginx: keep this test last.
 
