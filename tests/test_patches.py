@@ -7,6 +7,7 @@ weights on all 10,000 (the shipped weights and a training snapshot).
 """
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -70,25 +71,30 @@ def test_the_top_patches_are_the_true_maxima(shipped_model, test_images):
             np.testing.assert_array_equal(got[f"{name}.patch"][m], np.stack([t[4] for t in top]), err_msg=f"{name} {m}")
 
 
-@pytest.mark.parametrize("shipped", [weights.DEFAULT_WEIGHTS, replay.file_for(replay.DEFAULT_FOLDER, 50)],
-                         ids=["shipped weights", "training step 50"])
-def test_the_shipped_file_is_what_the_command_makes_from_its_weights(tmp_path, shipped):
-    """``python -m cnn patches --weights ...`` on a copy of the weights (and card) remakes the
-    shipped patches file array for array from all 10,000 test digits (a training snapshot's too:
-    its card has no calibration, which patches do not need)."""
-    copy = tmp_path / shipped.name
-    for path in (shipped, weights.card_path(shipped)):
-        shutil.copy(path, tmp_path / path.name)
+def test_the_shipped_files_are_what_the_command_makes_from_their_weights(tmp_path, capsys):
+    """``python -m cnn patches --weights A B`` on copies of the shipped weights and of a training
+    snapshot (with their cards) remakes both shipped patches files array for array from all
+    10,000 test digits (the snapshot's card has no calibration, which patches do not need)."""
+    shipped = [weights.DEFAULT_WEIGHTS, replay.file_for(replay.DEFAULT_FOLDER, 50)]
+    copies = []
+    for i, path in enumerate(shipped):
+        (tmp_path / str(i)).mkdir()
+        for f in (path, weights.card_path(path)):
+            shutil.copy(f, tmp_path / str(i) / f.name)
+        copies.append(tmp_path / str(i) / path.name)
     threads = torch.get_num_threads()
     try:
-        assert cli.main(["patches", "--weights", str(copy)]) == 0
+        assert cli.main(["patches", "--weights", *map(str, copies)]) == 0
     finally:
         torch.set_num_threads(threads)  # the command takes every core; the served app's tests leave 1
-    with np.load(patches.path_for(shipped)) as want, np.load(patches.path_for(copy)) as made:
-        assert sorted(want.files) == sorted(made.files)
-        for key in made.files:
-            np.testing.assert_array_equal(want[key], made[key], err_msg=key)
-        assert int(made["count"]) == 10_000
+    said = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [s["patches"] for s in said] == [str(patches.path_for(c)) for c in copies]
+    for path, copy in zip(shipped, copies):
+        with np.load(patches.path_for(path)) as want, np.load(patches.path_for(copy)) as made:
+            assert sorted(want.files) == sorted(made.files)
+            for key in made.files:
+                np.testing.assert_array_equal(want[key], made[key], err_msg=f"{path.name} {key}")
+            assert int(made["count"]) == 10_000
 
 
 def test_every_training_snapshot_ships_the_patches_of_its_own_weights():
