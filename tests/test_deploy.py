@@ -610,6 +610,30 @@ def test_tls(tls_served):
     assert r.status_code == 400 and "x-replica" not in r.headers
 
 
+def test_with_no_replica_to_answer_the_proxy_says_so_in_one_sentence(tls_served):
+    """The TLS deployment's only replica killed: until deploy/run has it up again, every request
+    is a 503 in the app's JSON with one sentence, never nginx's HTML 502 page. (The next test then
+    stops the deployment while that replica is starting again.)"""
+    victim = next(iter(tls_served.replicas()))
+    said_before = len(tls_served.stderr())
+    os.kill(victim, signal.SIGKILL)
+    answers, end = [], time.monotonic() + 10
+    with visitor("127.0.0.71", verify=False) as c:
+        while not answers and time.monotonic() < end:
+            r = c.get(tls_served.url + "/config")
+            if r.status_code != 200:  # (a request or two may still reach it before it is gone)
+                answers.append(r)
+            time.sleep(0.1)
+    assert answers, "a dead replica's requests were all answered"
+    r = answers[0]
+    assert r.status_code == 503 and r.headers["content-type"] == "application/json", (r.status_code, r.text[:200])
+    assert r.json() == {"detail": "The page is restarting or too busy to answer; try again in a minute."}
+    end = time.monotonic() + 10
+    while "started it again" not in tls_served.stderr()[said_before:] and time.monotonic() < end:
+        time.sleep(0.1)
+    assert re.search(r"replica 1 .* was killed by SIGKILL; started it again", tls_served.stderr()[said_before:])
+
+
 def test_sigterm_stops_nginx_and_every_replica_and_removes_the_temp_folder(tls_served):
     assert tls_served.running(), "the TLS deployment was stopped before this test"
     procs = tls_served.processes()
