@@ -469,8 +469,8 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
 
 
 def swipe_moves_the_input(pg, cdp) -> None:
-    """A finger swiped right twice, then left across the network input (②) moves it (1, 0), (2, 0),
-    (1, 0), the page staying put; swiped up, it scrolls the page as anywhere else and moves nothing."""
+    """A finger swiped right, then left across the network input (②) moves it (1, 0), then back to
+    (0, 0), the page staying put; swiped up, it scrolls the page as anywhere else and moves nothing."""
     import numpy as np
 
     from test_shift import moved_reference
@@ -484,12 +484,11 @@ def swipe_moves_the_input(pg, cdp) -> None:
     def swipe(dx: float, dy: float) -> None:
         touch_stroke(cdp, [(x - dx / 2 + dx * i / 8, y - dy / 2 + dy * i / 8) for i in range(9)])
 
-    for dx, want in ((60, (1, 0)), (60, (2, 0)), (-60, (1, 0))):
+    for dx, want in ((60, (1, 0)), (-60, (0, 0))):
         before = pg.locator("#maps").get_attribute("data-drawn")
         swipe(dx, 0)
         pg.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
         np.testing.assert_array_equal(page_input(pg), moved_reference(drawn, *want), err_msg=str(want))
-    assert "Moved 1 px right" in pg.locator("#move-info").inner_text()
     assert pg.evaluate("window.scrollY") == scrolled  # the swipes moved the drawing, not the page
     before = pg.locator("#maps").get_attribute("data-drawn")
     swipe(0, -120)  # up: the page scrolls down under the finger
@@ -841,9 +840,11 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
         page.wait_for_function("([n, net]) => document.getElementById('maps').dataset.drawn !== n && "
                                "document.getElementById('maps').dataset.network === net", arg=[before, network])
 
-    def check(network: str | None, pg=page) -> None:
+    def check(network: str | None, pg=page, layers=("conv1", "pool1", "conv2", "pool2")) -> None:
         for elem_id, layer, cell in (("conv1-before", "conv1", (3, 9, 14)), ("conv1-after", "pool1", (5, 6, 7)),
                                      ("conv2-before", "conv2", (20, 4, 9)), ("conv2-after", "pool2", (11, 3, 3))):
+            if layer not in layers:
+                continue
             pg.mouse.move(*cell_point(pg, elem_id, layer, *cell))
             shown = pg.evaluate(READ_INSPECTOR_JS)
             args = (value, layer, *cell) + ((network,) if network else ())
@@ -877,7 +878,7 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
         assert other.locator("#maps").get_attribute("data-network") == "step-50"
         expect(other.locator("#network input")).to_have_value(re.compile(r"^Tutorial, step 50 of"))
         expect(other.locator("#network-note")).to_contain_text("Uncalibrated")
-        check("step-50", other)
+        check("step-50", other, ("conv1", "pool2"))  # the first and last weights the browser multiplies
         looks_for(other, replay.file_for(replay.DEFAULT_FOLDER, 50))
         assert len(joins) == 1, joins  # the link's own event; no second one for the picker
     finally:
