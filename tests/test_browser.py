@@ -688,44 +688,54 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
     expect_digit(page, "2")
     client = Client(served_app, verbose=False)
     value = {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))}
-    rng = random.Random(20)
+    rng, cells = random.Random(20), []
     for elem_id, layer in GRIDS.items():
         c, h, w = (16, 28, 28) if layer == "conv1" else (16, 14, 14) if layer == "pool1" else \
             (32, 14, 14) if layer == "conv2" else (32, 7, 7)
-        for _ in range(8):
-            cell = (rng.randrange(c), rng.randrange(h), rng.randrange(w))
-            page.mouse.move(*cell_point(page, elem_id, layer, *cell))
-            shown = page.evaluate(READ_INSPECTOR_JS)
-            assert "\u22120.000" not in page.locator("#inspector").inner_text()  # never "−0.000"
-            want = client.predict(value, layer, *cell, api_name="/inspect")
-            assert (shown["layer"], shown["channel"], shown["row"], shown["col"]) == (layer, *cell)
-            close(shown["value"], want["value"], "value")
-            assert shown["fields"][0] == want["receptive_field"], (shown["fields"], want["receptive_field"])
-            if layer.startswith("conv"):
-                close([shown[k] for k in ("bias", "pre", "relu")],
-                      [want["bias"], want["pre_activation"], want["value"]], "bias, pre-activation, ReLU")
-                assert shown["relu"] == max(shown["pre"], 0) or abs(shown["pre"]) < 0.001
-            if layer == "conv1":
-                for k in ("patch", "weights", "products"):
-                    close(shown[k], want[k], k)
-                close(shown["sum"], sum(map(sum, want["products"])), "sum")
-            elif layer == "conv2":
-                terms = dict(shown["terms"])
-                assert sorted(terms) == list(range(16))
-                close([terms[k] for k in range(16)], want["channel_terms"], "channel terms")
-                close(shown["sum"], sum(want["channel_terms"]), "sum")
-                assert [abs(t) for _, t in shown["terms"]] == sorted((abs(t) for _, t in shown["terms"]), reverse=True)
-            else:
-                close(shown["window"], want["window"], "window")
-                top, left = want["window_origin"]
-                assert shown["kept"] == want["kept"] and shown["won"] == [[want["kept"][0] - top, want["kept"][1] - left]]
-                won = np.unravel_index(int(np.argmax(want["window"])), (2, 2))  # the marked winner is the maximum
-                assert want["window"][won[0]][won[1]] == max(map(max, want["window"]))
-                assert shown["fields"][1] == want["kept_receptive_field"]
-            if layer == "pool2":
-                close(shown["votes"], want["class_terms"], "class votes")
-                weight = shipped_model.out.weight.detach().view(10, 32, 7, 7)[:, cell[0], cell[1], cell[2]]
-                close(shown["votes"], (weight.double() * want["value"]).numpy(), "W_out[c] * value")
+        cells += [(elem_id, layer, (rng.randrange(c), rng.randrange(h), rng.randrange(w))) for _ in range(8)]
+    # /inspect asked two cells ahead (a session may have 3 events at once), answered while the
+    # browser is pointed at the cell before
+    jobs = {}
+
+    def ask(i: int) -> None:
+        if i < len(cells):
+            jobs[i] = client.submit(value, cells[i][1], *cells[i][2], api_name="/inspect")
+
+    ask(0), ask(1)
+    for i, (elem_id, layer, cell) in enumerate(cells):
+        ask(i + 2)
+        page.mouse.move(*cell_point(page, elem_id, layer, *cell))
+        shown = page.evaluate(READ_INSPECTOR_JS)
+        assert "\u22120.000" not in page.locator("#inspector").inner_text()  # never "−0.000"
+        want = jobs.pop(i).result()
+        assert (shown["layer"], shown["channel"], shown["row"], shown["col"]) == (layer, *cell)
+        close(shown["value"], want["value"], "value")
+        assert shown["fields"][0] == want["receptive_field"], (shown["fields"], want["receptive_field"])
+        if layer.startswith("conv"):
+            close([shown[k] for k in ("bias", "pre", "relu")],
+                  [want["bias"], want["pre_activation"], want["value"]], "bias, pre-activation, ReLU")
+            assert shown["relu"] == max(shown["pre"], 0) or abs(shown["pre"]) < 0.001
+        if layer == "conv1":
+            for k in ("patch", "weights", "products"):
+                close(shown[k], want[k], k)
+            close(shown["sum"], sum(map(sum, want["products"])), "sum")
+        elif layer == "conv2":
+            terms = dict(shown["terms"])
+            assert sorted(terms) == list(range(16))
+            close([terms[k] for k in range(16)], want["channel_terms"], "channel terms")
+            close(shown["sum"], sum(want["channel_terms"]), "sum")
+            assert [abs(t) for _, t in shown["terms"]] == sorted((abs(t) for _, t in shown["terms"]), reverse=True)
+        else:
+            close(shown["window"], want["window"], "window")
+            top, left = want["window_origin"]
+            assert shown["kept"] == want["kept"] and shown["won"] == [[want["kept"][0] - top, want["kept"][1] - left]]
+            won = np.unravel_index(int(np.argmax(want["window"])), (2, 2))  # the marked winner is the maximum
+            assert want["window"][won[0]][won[1]] == max(map(max, want["window"]))
+            assert shown["fields"][1] == want["kept_receptive_field"]
+        if layer == "pool2":
+            close(shown["votes"], want["class_terms"], "class votes")
+            weight = shipped_model.out.weight.detach().view(10, 32, 7, 7)[:, cell[0], cell[1], cell[2]]
+            close(shown["votes"], (weight.double() * want["value"]).numpy(), "W_out[c] * value")
 
     # the colours: every cell of every grid, read back from the canvases
     f = extract(shipped_model, prepare(str(path)).tensor)
