@@ -139,6 +139,22 @@ def zoom(pg) -> list[str]:
       .filter((e) => e.childElementCount === 0 && /^\\d+%$/.test(e.textContent.trim())).map((e) => e.textContent.trim())""")
 
 
+def tools_clear_of_the_square(pg) -> None:
+    """No button of the pad's tool palette lies over the square the 400 px canvas is drawn in (the
+    pad's canvas fitted with Gradio's 30 px border all round): a stroke begun anywhere in the
+    square draws."""
+    box = pg.locator("#sketch .pixi-target canvas").first.bounding_box()
+    side = min(box["width"], box["height"]) - 60
+    left, top = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
+    tools = pg.locator("#sketch .toolbar-wrap button")
+    assert tools.count() >= 2
+    for i in range(tools.count()):
+        t = tools.nth(i).bounding_box()
+        clear = (t["x"] + t["width"] <= left + 1 or t["x"] >= left + side - 1 or
+                 t["y"] + t["height"] <= top + 1 or t["y"] >= top + side - 1)
+        assert clear, (tools.nth(i).get_attribute("aria-label"), t, (left, top, side))
+
+
 def cache_files() -> set:
     """Every file under the app's cache ($GRADIO_TEMP_DIR)."""
     from pathlib import Path
@@ -158,6 +174,7 @@ def test_draw_digits_clear_and_draw_again(page, tmp_path, monkeypatch):
     page.wait_for_timeout(1000)  # what a load event would have sent is sent by now
     assert page.joins == [], page.joins
     assert zoom(page) == ["100%"]  # the canvas at its own size, as it is again after every Clear
+    tools_clear_of_the_square(page)
     canvas = page.locator("#sketch .pixi-target canvas").first
     where = canvas.bounding_box()["y"]  # the canvas never moves under the pen, whatever the answer says
     draw(page, ONE)  # the very first stroke on the page, no tool clicked
@@ -388,7 +405,8 @@ def touch_stroke(cdp, points) -> None:
 
 
 def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browser, served_app, shipped_model):
-    """390x844, touch: the pad is square around the canvas fitted to its width (66 %); the answer
+    """390x844, touch: the pad is square around the canvas fitted to its width (66 %), its tools
+    clear of the drawing square; the answer
     stays on screen while drawing, also after the visitor scrolled;
     a tap on a tile opens that map in the focus view with cells >= 12 px (28x28) / >= 24 px
     (14x14), the page never scrolls, and 20 taps with 2 px of jitter (sigma) around random cells'
@@ -408,6 +426,7 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
         ready_to_draw(pg)
         pad = pg.locator("#sketch").bounding_box()  # no taller than wide: no empty pad above and below the canvas
         assert pad["height"] <= pad["width"] + 1 and zoom(pg) == ["66%"], (pad, zoom(pg))
+        tools_clear_of_the_square(pg)  # the palette moved out of the square into the bottom border
         canvas.evaluate("c => c.scrollIntoView({block: 'start'})")  # scrolled until the canvas is at the top
         pg.wait_for_timeout(300)
         assert pg.evaluate("window.scrollY") > 200
