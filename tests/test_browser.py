@@ -171,7 +171,7 @@ def test_draw_digits_clear_and_draw_again(page, tmp_path, monkeypatch):
     expect_empty(page)
     before = cache_files()
     ready_to_draw(page)
-    page.wait_for_timeout(1000)  # what a load event would have sent is sent by now
+    page.wait_for_timeout(300)  # a load event is sent as the page loads: by now it would have been
     assert page.joins == [], page.joins
     assert zoom(page) == ["100%"]  # the canvas at its own size, as it is again after every Clear
     tools_clear_of_the_square(page)
