@@ -43,7 +43,7 @@ from cnn.errors import CNNError, InputError
 from cnn.features import extract
 from cnn.model import CNN
 from cnn.preprocess import network_input, prepare
-from cnn.sketch import ARM_BRUSH_JS, BRUSH_RADIUS, CANVAS, CLEARED_JS, STALE_JS, refusal, sketchpad  # noqa: F401 (re-exported for bench/ and tests/)
+from cnn.sketch import BRUSH_RADIUS, CANVAS, CLEARED_JS, SKETCH_JS, STALE_JS, refusal, sketchpad  # noqa: F401 (re-exported for bench/ and tests/)
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = sorted((HERE / "cnn" / "examples").glob("mnist_test_*.png"))
@@ -547,7 +547,7 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
         # (`input`: the visitor's pick only; a link sets the picker and sends its network itself)
         choice.input(partial(switch, networks), [choice, drawing, move], [label, answer, maps, filters, note, network],
                      api_visibility="private", show_progress="hidden", concurrency_id="cnn")
-        demo.load(None, js=ARM_BRUSH_JS)
+        demo.load(None, js=SKETCH_JS)
         demo.load(None, js=PAGE_JS)
     demo.queue(**QUEUE)
     return demo

@@ -44,31 +44,10 @@ PAD_HEIGHT = CANVAS + 2 * 30 + 2  # the pad around it: shown at 100 %, before an
 BRUSH_RADIUS = 14
 ERASER_RADIUS = 24
 
-# Gradio 6.31's Sketchpad opens with no tool selected and an overlay saying "select the draw
-# tool to start", and goes back to that state after Clear: a visitor's first stroke draws
-# nothing. Whenever that overlay is showing in our sketchpad, press the Brush button for the
-# visitor (it is the first tool: the pad has no upload sources and no crop). Each overlay is
-# pressed at most once, so this can never loop.
-ARM_BRUSH_JS = """
-() => {
-  const pressed = new WeakSet();
-  const arm = () => {
-    const pad = document.getElementById("sketch");
-    const overlay = pad && pad.querySelector(".empty.wrap");
-    const brush = pad && pad.querySelector(".toolbar-wrap button");
-    if (!overlay || !brush || pressed.has(overlay)) return;
-    pressed.add(overlay);
-    brush.click();
-  };
-  new MutationObserver(arm).observe(document.body, { childList: true, subtree: true });
-  arm();
-  // Any press inside the pad (a stroke, a tool, Undo) starts a new drawing after a Clear: see
-  // CLEARED_JS and STALE_JS. Capture phase, on the document: the pad's own nodes are re-rendered.
-  document.addEventListener("pointerdown", (e) => {
-    if (e.target instanceof Element && e.target.closest("#sketch")) window.cnnCleared = false;
-  }, true);
-}
-"""
+# What the pad needs in the browser (cnn/web/sketch.js, run once on page load): the brush armed
+# whenever Gradio shows "select the draw tool to start", the flag a press inside the pad resets
+# after a Clear (CLEARED_JS, STALE_JS), and the tool palette moved out of a narrow pad's canvas.
+SKETCH_JS = (Path(__file__).resolve().parent / "web" / "sketch.js").read_text()
 # A stroke's images reach the server (accept_blobs) and its change event is sent only after the
 # pad has turned the canvas into PNGs, which can take a second on a slow device. Clear in that
 # moment and the stroke's event arrives after the Clear's: the server alone cannot tell it from a

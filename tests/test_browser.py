@@ -84,7 +84,7 @@ def ready_to_draw(pg) -> None:
         pg.wait_for_selector("#sketch .empty.wrap", state="detached")
     except TimeoutError:
         pytest.fail("The sketchpad still says 'select the draw tool to start': the brush was not made "
-                    "active for the visitor (app.ARM_BRUSH_JS).")
+                    "active for the visitor (cnn/web/sketch.js).")
 
 
 def draw(pg, strokes) -> None:

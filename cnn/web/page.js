@@ -3,9 +3,7 @@
 //  - every picture gets its block's label as alt text (Gradio leaves alt="" on gr.Image);
 //  - each example button is named after its digit ("Load the MNIST test digit 7");
 //  - the answer line is a polite live region, so a new answer is read out after a stroke;
-//  - the move buttons (arrows) say what they do;
-//  - and one thing for the eye: the pad says when it is narrow (data-narrow, under NARROW_PAD px),
-//    where page.css moves its tool palette out of the drawing square.
+//  - the move buttons (arrows) say what they do.
 // Pictures are replaced on every stroke: a MutationObserver names the new ones. It watches
 // element additions and `src` changes only, so its own `alt`/`aria-label` writes never re-run it.
 () => {
@@ -42,12 +40,4 @@
   new MutationObserver(name).observe(document.body,
     { childList: true, subtree: true, attributes: true, attributeFilter: ["src"] });
   name();
-  // Below this width the 400 px canvas, fitted with Gradio's 30 px border, starts under 45 px from
-  // the pad's left edge: inside the palette's column (15-45 px).
-  const NARROW_PAD = 490, pad = document.getElementById("sketch");
-  const narrow = () => {
-    const value = String(pad.clientWidth < NARROW_PAD);
-    if (pad.dataset.narrow !== value) pad.dataset.narrow = value;
-  };
-  if (pad) { new ResizeObserver(narrow).observe(pad); narrow(); }
 }
