@@ -231,6 +231,11 @@ def moved(model: CNN, image: np.ndarray, dx: int, dy: int, pinned: tuple | None 
     return page[:3] + (image,)
 
 
+def session_move(move) -> tuple[int, int]:
+    """The session's move state as (dx, dy); (0, 0) for anything else."""
+    return tuple(move) if isinstance(move, (tuple, list)) and len(move) == 2 else (0, 0)
+
+
 def move_by(model: CNN, step: tuple[int, int] | None, image, move) -> tuple:
     """A click on a move button: the session's drawing moved one more pixel ``step`` (None: back
     to where it was), at most ``shift.MAX_SHIFT`` each way. Outputs: label, answer line, the
@@ -238,7 +243,7 @@ def move_by(model: CNN, step: tuple[int, int] | None, image, move) -> tuple:
     if image is None:
         raise gr.Error("Draw a digit first: the buttons move your drawing.", title="Nothing to move",
                        print_exception=False)
-    dx, dy = move if isinstance(move, (tuple, list)) and len(move) == 2 else (0, 0)
+    dx, dy = session_move(move)
     if step is None:
         dx, dy = 0, 0
     else:
@@ -299,17 +304,12 @@ def open_link(model: CNN, request: gr.Request, networks: dict | None = None) -> 
         networks = networks or {replay.SHIPPED: (model, None)}
         network = replay.check(params.get(link.NETWORK_PARAM), networks)
         page = moved(networks[network][0], image, dx, dy, selection)  # one forward pass (two with a move)
-    except InputError as e:
-        return (gr.skip(),) * 6 + (f"<p>{e} Here is an empty page to draw on.</p>",) + (gr.skip(),) * 4
-    except gr.Error as e:
-        return (gr.skip(),) * 6 + (f"<p>{e.message} Here is an empty page to draw on.</p>",) + (gr.skip(),) * 4
-    # A training step: its weights and patches with the value (the browser holds only the shipped
-    # weights' yet), its filters and note; the page opened on the shipped weights already shows theirs.
-    picked = (gr.skip(),) * 2
-    if network != replay.SHIPPED:
-        snapshot, card = networks[network]
-        with_network(page[2], network, snapshot)
-        picked = (render.filters(snapshot.conv1[0].weight), network_note(network, card))
+    except (InputError, gr.Error) as e:
+        why = e.message if isinstance(e, gr.Error) else str(e)
+        return (gr.skip(),) * 6 + (f"<p>{why} Here is an empty page to draw on.</p>",) + (gr.skip(),) * 4
+    # A training step: what the picker sends for it (the browser holds only the shipped weights'
+    # yet); the page opened on the shipped weights already shows theirs.
+    picked = network_view(networks, network, page[2]) if network != replay.SHIPPED else (gr.skip(),) * 2
     return page + ((dx, dy), link.canvas(image, CANVAS), "", network) + picked + (network,)
 
 
@@ -392,25 +392,35 @@ def with_network(value: dict, name: str, model: CNN) -> dict:
     return value
 
 
+def checked_network(name, networks: dict) -> str:
+    """``replay.check`` as the page and the API say it: a ``gr.Error`` with its sentence."""
+    try:
+        return replay.check(name, networks)
+    except InputError as e:
+        raise gr.Error(str(e), title="No such network", print_exception=False) from None
+
+
+def network_view(networks: dict, name: str, value: dict) -> tuple:
+    """What changes with the network besides the drawing's value: the value gets the network's
+    weights and patches (``with_network``); returns conv1's filters and the note, as pictured."""
+    model, card = networks[name]
+    with_network(value, name, model)
+    return render.filters(model.conv1[0].weight), network_note(name, card)
+
+
 def switch(networks: dict, name, image, move) -> tuple:
     """The network picker: the session's drawing (moved as it is) through network ``name``. Outputs:
     the label (and its title), answer line, the maps' value (with this network's weights, which the
     browser keeps for the inspector, and a snapshot's patches: what its maps look for), conv1's
     filters, the note, the network now."""
-    try:
-        name = replay.check(name, networks)
-    except InputError as e:
-        raise gr.Error(str(e), title="No such network", print_exception=False) from None
-    model, card = networks[name]
-    dx, dy = move if isinstance(move, (tuple, list)) and len(move) == 2 else (0, 0)
+    name = checked_network(name, networks)
+    dx, dy = session_move(move)
     if image is None:
         label, answer, value = EMPTY, explain.answer(None), {"network": name}
     else:
-        label, answer, value = moved(model, image, dx, dy)[:3]
-    with_network(value, name, model)
+        label, answer, value = moved(networks[name][0], image, dx, dy)[:3]
     title = "What the network decides" + ("" if name == replay.SHIPPED else " (uncalibrated softmax)")
-    return (gr.update(value=label, label=title), answer, value, render.filters(model.conv1[0].weight),
-            network_note(name, card), name)
+    return (gr.update(value=label, label=title), answer, value, *network_view(networks, name, value), name)
 
 
 def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = None,
@@ -422,10 +432,7 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
 
     def pick(network) -> CNN:
         """The model a network name names (the API's optional argument, the session's pick)."""
-        try:
-            return networks[replay.check(network, networks)][0]
-        except InputError as e:
-            raise gr.Error(str(e), title="No such network", print_exception=False) from None
+        return networks[checked_network(network, networks)][0]
 
     # No delete_cache: cnn/serving.py's sweep is the one owner of the cache, files and records together.
     with gr.Blocks(title="Draw a digit: inside an MNIST CNN") as demo:

@@ -223,7 +223,8 @@ def calibrate(model, validation: data.Split, hp: dict, dry_run: bool, device) ->
     )
 
 
-def save_snapshots(taken: dict[int, dict], args, hp: dict, test_split: data.Split, device) -> None:
+def save_snapshots(taken: dict[int, dict], args, hp: dict, test_split: data.Split, device,
+                   steps_per_epoch: int) -> None:
     """Each snapshot as a weights file with its card: how it was made and its test accuracy."""
     from pathlib import Path
 
@@ -234,7 +235,7 @@ def save_snapshots(taken: dict[int, dict], args, hp: dict, test_split: data.Spli
         model.load_state_dict(state, strict=True)
         hits = test(model.to(device), test_split, device)
         card = weights.save(model, replay.file_for(folder, step), {
-            "recipe": args.recipe, "step": step, "steps_per_epoch": -(-60_000 // hp["batch_size"]),
+            "recipe": args.recipe, "step": step, "steps_per_epoch": steps_per_epoch,
             "images_seen": step * hp["batch_size"], "seed": SEED, "dry_run": args.dry_run,
             "test_accuracy": round(hits.float().mean().item(), 4),
             "test_accuracy_first2000": round(hits[:2000].float().mean().item(), 4),
@@ -306,7 +307,8 @@ def main(argv=None) -> int:
     model = CNN().to(device, memory_format=torch.channels_last)
     max_batches = DRY_RUN_BATCHES if args.dry_run else None
     steps_per_epoch = -(-len(train_split) // hp["batch_size"])
-    steps = hp["epochs"] * (min(steps_per_epoch, max_batches) if max_batches else steps_per_epoch)
+    per_epoch = min(steps_per_epoch, max_batches) if max_batches else steps_per_epoch  # the steps this run takes
+    steps = hp["epochs"] * per_epoch
     opt, sched = make_optimizer(model, hp, steps)
 
     # Snapshots: copies of the weights at the chosen steps, taken between optimizer steps (a copy
@@ -320,7 +322,7 @@ def main(argv=None) -> int:
     snapshot(0)
     start = time.perf_counter()
     for epoch in range(1, hp["epochs"] + 1):
-        done = (epoch - 1) * (min(steps_per_epoch, max_batches) if max_batches else steps_per_epoch)
+        done = (epoch - 1) * per_epoch
         loss, acc = train(model, train_split, opt, sched, hp, device, g, epoch, max_batches, sketches,
                           on_step=lambda i: snapshot(done + i))
         print(f"epoch {epoch}/{hp['epochs']}: train loss {loss:.4f}, train acc {acc:.4f}", flush=True)
@@ -339,7 +341,7 @@ def main(argv=None) -> int:
           f"{calibration['validation_non_digits_refused'] or 'none measured'}", flush=True)
 
     if args.snapshots:
-        save_snapshots(taken, args, hp, test_split, device)
+        save_snapshots(taken, args, hp, test_split, device, steps_per_epoch)
     out = args.out or (None if args.dry_run else weights.DEFAULT_WEIGHTS)
     if out is None:
         print("dry run: weights not written (pass --out to write them)")

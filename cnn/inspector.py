@@ -75,14 +75,15 @@ def layer_map(features: Features, layer: str) -> torch.Tensor:
 
 def check(features: Features, layer, channel, row, col) -> tuple[str, int, int, int]:
     """The cell as (layer, channel, row, col), or ``InputError`` with a sentence saying what is allowed."""
-    if layer not in LAYERS:
-        raise InputError(f"Unknown layer {echo(layer)}: choose one of {', '.join(LAYERS)}.")
-    return check_in(tuple(layer_map(features, layer).shape), layer, channel, row, col)
+    return check_in({name: tuple(layer_map(features, name).shape) for name in LAYERS}, layer, channel, row, col)
 
 
-def check_in(shape: tuple[int, int, int], layer: str, channel, row, col) -> tuple[str, int, int, int]:
-    """``check`` for a layer whose maps are ``shape`` (channels, rows, cols), known without a
-    forward pass (a link's cell: ``cnn.payload.check_cell``)."""
+def check_in(shapes: dict[str, tuple[int, int, int]], layer, channel, row, col) -> tuple[str, int, int, int]:
+    """``check`` for layers whose maps are ``shapes[layer]`` (channels, rows, cols), known without
+    a forward pass (a link's cell: ``cnn.payload.check_cell``)."""
+    if not isinstance(layer, str) or layer not in shapes:
+        raise InputError(f"Unknown layer {echo(layer)}: choose one of {', '.join(shapes)}.")
+    shape = shapes[layer]
     cell = [whole(v, 0, n - 1) for v, n in zip((channel, row, col), shape)]
     for name, v, got, n in zip(("channel", "row", "col"), (channel, row, col), cell, shape):
         if got is None:

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from . import render
-from .errors import InputError, echo
 from .features import Features, evidence
 from .inspector import LAYERS, TITLES, chain, check_in, geometry, layer_map
 from .model import CNN
@@ -38,6 +37,7 @@ from .model import CNN
 VERSION = 1
 SHAPES = {"conv1": (16, 28, 28), "pool1": (16, 14, 14), "conv2": (32, 14, 14), "pool2": (32, 7, 7)}
 EVIDENCE_SHAPE = (10, 7, 7)
+FLOAT_COUNT = sum(int(np.prod(s)) for s in (*SHAPES.values(), EVIDENCE_SHAPE))  # the floats at the head of the blob
 WEIGHTS = ("conv1.0.weight", "conv1.0.bias", "conv2.0.weight", "conv2.0.bias", "out.weight", "out.bias")
 
 
@@ -85,25 +85,21 @@ def decode(value: dict) -> dict:
     """``encode``'s value -> {"input": (28, 28) uint8, each layer: (C, H, W) float32,
     "evidence": (10, 7, 7), "kept": {"pool1": (16, 14, 14), "pool2": (32, 7, 7)} uint8 places}."""
     blob = zlib.decompress(base64.b64decode(value["blob"]))
-    sizes = [int(np.prod(SHAPES[n])) for n in LAYERS] + [int(np.prod(EVIDENCE_SHAPE))]
-    n = sum(sizes)
-    floats = np.frombuffer(blob, "<f4", n)
+    floats = np.frombuffer(blob, "<f4", FLOAT_COUNT)
     out = {"input": np.frombuffer(base64.b64decode(value["input"]), np.uint8).reshape(28, 28)}
     for name, shape in [*SHAPES.items(), ("evidence", EVIDENCE_SHAPE)]:
         size = int(np.prod(shape))
         out[name], floats = floats[:size].reshape(shape), floats[size:]
-    places = np.frombuffer(blob[4 * n:], np.uint8)
-    out["kept"] = {"pool1": places[:16 * 14 * 14].reshape(16, 14, 14), "pool2": places[16 * 14 * 14:].reshape(32, 7, 7)}
+    places = np.frombuffer(blob[4 * FLOAT_COUNT:], np.uint8)
+    pool1 = int(np.prod(SHAPES["pool1"]))
+    out["kept"] = {"pool1": places[:pool1].reshape(SHAPES["pool1"]), "pool2": places[pool1:].reshape(SHAPES["pool2"])}
     return out
 
 
 def check_cell(cell: tuple) -> tuple[str, int, int, int]:
     """(layer, channel, row, col) inside the maps ``SHAPES`` names, or ``InputError``: the
     inspector's own check (``cnn.inspector.check_in``), without a forward pass."""
-    layer = cell[0]
-    if layer not in SHAPES:
-        raise InputError(f"Unknown layer {echo(layer)}: choose one of {', '.join(SHAPES)}.")
-    return check_in(SHAPES[layer], *cell)
+    return check_in(SHAPES, *cell)
 
 
 def look() -> dict:
@@ -118,7 +114,7 @@ def look() -> dict:
         "shapes": {k: list(v) for k, v in SHAPES.items()}, "titles": dict(TITLES),
         "tile_cols": {"conv1": render.CONV1_COLS, "pool1": render.CONV1_COLS,
                       "conv2": render.CONV2_COLS, "pool2": render.CONV2_COLS},
-        "float_count": sum(int(np.prod(s)) for s in SHAPES.values()) + int(np.prod(EVIDENCE_SHAPE)),
+        "float_count": FLOAT_COUNT,
     }
 
 
