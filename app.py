@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import io
 import os
 import sys
@@ -253,15 +254,24 @@ def move_by(model: CNN, step: tuple[int, int] | None, image, move) -> tuple:
 
 def stroke(model: CNN, sketch, stale: bool = False) -> tuple:
     """The page's event for a stroke and for Clear: ``update`` for the drawing the pad has just
-    sent (as blobs, read from ``sketch.latest()``); nothing new received (a repeat): the page
-    stays as it is. ``stale``: the pad has been cleared since its last stroke (``STALE_JS``): the
-    empty page, and the session's drawings that were read dropped. Last output: the link notice,
-    emptied by any drawing shown (a bad link's notice does not outlive the next stroke)."""
+    sent (as blobs, read from ``sketch.latest()``). ``stale``: the pad has been cleared since its
+    last stroke (``STALE_JS``): the empty page, and the session's drawings that were read
+    dropped. Last output: the notice, emptied by any drawing shown (a bad link's notice does not
+    outlive the next stroke) and set when the session holds no drawing at all: its images were
+    refused on arrival (the server's caps: too many new sessions from one address, not an image)
+    or dropped since (expired, or evicted by the global cap) — the page then says so instead of
+    silently keeping an answer that belongs to another drawing."""
     if stale:
         sketch.blob_storage.forget()
         return update(None, None) + ((0, 0), "")
     value = sketch.latest()
-    return (gr.skip(),) * 6 if value is None else update(model, value) + ((0, 0), "")
+    if value is None:
+        return (gr.skip(),) * 5 + (notice(LOST_STROKE),)
+    return update(model, value) + ((0, 0), "")
+
+
+LOST_STROKE = ("This stroke did not reach the network (the server was busy or refused it), so the answer "
+               "and the maps below are not for what the pad shows. Draw another stroke, or press Clear.")
 
 
 def make_link(image, pinned, move=(0, 0), network: str = replay.SHIPPED) -> str:
@@ -306,11 +316,18 @@ def open_link(model: CNN, request: gr.Request, networks: dict | None = None) -> 
         page = moved(networks[network][0], image, dx, dy, selection)  # one forward pass (two with a move)
     except (InputError, gr.Error) as e:
         why = e.message if isinstance(e, gr.Error) else str(e)
-        return (gr.skip(),) * 6 + (f"<p>{why} Here is an empty page to draw on.</p>",) + (gr.skip(),) * 4
+        return (gr.skip(),) * 6 + (notice(f"{why} Here is an empty page to draw on."),) + (gr.skip(),) * 4
     # A training step: what the picker sends for it (the browser holds only the shipped weights'
     # yet); the page opened on the shipped weights already shows theirs.
     picked = network_view(networks, network, page[2]) if network != replay.SHIPPED else (gr.skip(),) * 2
     return page + ((dx, dy), link.canvas(image, CANVAS), "", network) + picked + (network,)
+
+
+def notice(sentence: str) -> str:
+    """The page's notice (``#link-notice``, a ``gr.HTML``) saying ``sentence``. The sentence may
+    quote what a link carried (a network name, a move), so it is escaped: a link someone shares
+    must not put markup (a styled-away page, a foreign link) into the page it opens."""
+    return f"<p>{html.escape(sentence, quote=False)}</p>"
 
 
 def open_query(model: CNN, query, networks: dict | None = None) -> tuple:
@@ -321,11 +338,12 @@ def open_query(model: CNN, query, networks: dict | None = None) -> tuple:
 
 def example(model: CNN, index) -> tuple:
     """A click on the ``index``-th MNIST example: the page for that file, nothing inspected yet,
-    and the digit to put on the canvas (by the browser, as a link's drawing is)."""
+    and the digit to put on the canvas (by the browser, as a link's drawing is); a bad link's
+    notice goes, as it does after a stroke."""
     if not isinstance(index, int) or not 0 <= index < len(EXAMPLES):
-        return (gr.skip(),) * 6
+        return (gr.skip(),) * 7
     page = update(model, str(EXAMPLES[index]))
-    return page + ((0, 0), link.canvas(page[-1], CANVAS))
+    return page + ((0, 0), link.canvas(page[-1], CANVAS), "")
 
 
 def _features_or_empty(model: CNN, value):
@@ -504,7 +522,7 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
         # An example: the page is computed from its file, then the browser puts the digit on the
         # canvas (CANVAS_JS, as for a link below).
         linked = serving.Picture(visible=False, type="pil", format="png")
-        examples.click(lambda index, net: example(pick(net), index), [examples, network], [*outputs, move, linked],
+        examples.click(lambda index, net: example(pick(net), index), [examples, network], [*outputs, move, linked, notice],
                        api_visibility="private",
                        show_progress="hidden", concurrency_id="cnn").success(None, linked, sketch, js=CANVAS_JS)
         # The page's undocumented /update endpoint: what a stroke computes, for a sketch value.

@@ -377,3 +377,45 @@ def test_the_port_can_come_from_gradios_variable(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_PORT", "123456")
     with pytest.raises(SystemExit):
         app.parse_args([])
+
+
+# ---------------------------------------------------------------- the notice
+
+def test_a_link_cannot_put_markup_into_the_page(shipped_model):
+    """A shared link's unknown network (or any refused value) is quoted in the notice as text:
+    ``<style>`` would hide the page, ``<a href>`` would add a foreign link."""
+    from cnn import link, replay
+
+    good = link.encode(prepare(str(EXAMPLES[0])).image)
+    for hostile in ("<style>*{display:none}", "<a href=//x.example>here", '"><img src=x onerror=alert(1)>'):
+        out = app.open_link(shipped_model, SimpleNamespace(query_params={link.PARAM: good, link.NETWORK_PARAM: hostile}),
+                            {replay.SHIPPED: (shipped_model, None)})
+        said = out[6]
+        assert "Unknown network" in said and said.startswith("<p>") and said.endswith("</p>"), said
+        inner = said[len("<p>"):-len("</p>")]
+        assert "<" not in inner and ">" not in inner and "&lt;" in inner, said  # the quote is there, as text
+
+
+def test_a_stroke_the_server_never_got_says_so_and_the_next_drawing_clears_it(shipped_model):
+    """The session holds no drawing (its images were refused on arrival or dropped since): the
+    page keeps its maps but says the answer is not for the pad; an example or a stroke clears it."""
+    class Pad:
+        value = None
+
+        def latest(self):
+            return self.value
+
+    pad = Pad()
+    out = app.stroke(shipped_model, pad)
+    assert out[:5] == (gr_skip(),) * 5 and "did not reach the network" in out[5] and "Clear" in out[5], out
+    pad.value = str(EXAMPLES[0])
+    out = app.stroke(shipped_model, pad)
+    assert "7" in out[1] and out[2]["probabilities"] and out[-1] == ""
+    shown = app.example(shipped_model, 1)
+    assert len(shown) == 7 and "2" in shown[1] and shown[-1] == ""  # a bad link's notice goes too
+
+
+def gr_skip():
+    import gradio as gr
+
+    return gr.skip()
