@@ -118,6 +118,8 @@ def expect_digit(pg, digit: str) -> None:
       return a && m && m.dataset.drawnDigit === a.dataset.digit && (d !== '' || a.dataset.notADigit === 'true')
         && document.querySelectorAll('#maps .maps .grid-block.empty').length === 0;
     }""", arg=digit if digit.isdigit() else "", timeout=TIMEOUT_MS)
+    # the answer is for the pad: no notice says otherwise (a lost stroke's, a bad link's)
+    assert pg.locator("#link-notice").inner_text().strip() == ""
     for elem_id, layer in GRIDS.items():
         grid = pg.locator(f"#{elem_id} canvas.grid")
         assert grid.get_attribute("data-layer") == layer
