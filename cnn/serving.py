@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ipaddress
 import json
 import logging
 import os
@@ -83,6 +84,7 @@ MAX_CONNECTIONS = 4096  # open connections + in-flight requests beyond which uvi
 MAX_CONNECTIONS_PER_ADDRESS = 64  # open connections from one client address (a trusted proxy's are not counted)
 MAX_EVENTS_PER_SESSION = int(_seconds("CNN_MAX_EVENTS_PER_SESSION", 3))  # queued + running events of one session
 MAX_EVENTS_PER_ADDRESS = int(_seconds("CNN_MAX_EVENTS_PER_ADDRESS", 8))  # ... of every session of one address
+QUEUE_PLACES = 32  # the queue's size when Gradio's does not say (app.py's QUEUE sets it)
 MAX_STREAMS_PER_SESSION = 2  # open queue/data streams of one session (the page holds one)
 REQUEST_RATE = (_seconds("CNN_REQUEST_RATE", 40.0), 200.0)  # per address: tokens a second, burst (see ROUTES' costs)
 NEW_SESSION_RATE = (1.0, 60.0)  # per address: new sessions a second, burst
@@ -385,8 +387,10 @@ class Guard:
         self._sketch = None  # the page's Sketchpad block id, found once
         # Requests that uvicorn saw come from a trusted proxy without a client named (the proxy
         # itself, a share link's tunnel, the operator on the machine) share one address for many
-        # visitors: the per-address caps do not count them (the per-session ones still do).
-        self.trusted = {a.strip() for a in os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1").split(",")}
+        # visitors: the per-address caps do not count them (the per-session ones still do). Not
+        # under ``*``: there uvicorn names every visitor from X-Forwarded-For, and a request that
+        # names none is counted under its own address like any other.
+        self.trusted = Trusted(os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1"), wildcard=False)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -584,14 +588,17 @@ class Guard:
         queue = self._queue()
         if queue is None:
             return None
+        events = list(queue.event_ids_to_events.values())
         mine, ours = self.joining.get(f"s:{session}", 0), self.joining.get(f"a:{address}", 0)
-        for event in list(queue.event_ids_to_events.values()):
+        for event in events:
             mine += event.session_hash == session
             client = getattr(getattr(event, "request", None), "client", None)
             ours += getattr(client, "host", None) == address
         if session is not None and mine >= MAX_EVENTS_PER_SESSION:
             return _json(429, f"This session already has {mine} requests waiting or running; wait for them.")
-        if ours >= MAX_EVENTS_PER_ADDRESS and address not in self.trusted:
+        held = len(events) + sum(n for key, n in self.joining.items() if key.startswith("a:"))
+        free = (getattr(queue, "max_size", None) or QUEUE_PLACES) - held
+        if ours >= address_share(free) and address not in self.trusted:
             return _json(429, f"Your address already has {ours} requests waiting or running; wait for them.")
         return None
 
@@ -629,6 +636,17 @@ class Guard:
             headers.append((b"retry-after", b"2"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def address_share(free: int) -> int:
+    """How many queued + running events one address may hold when ``free`` places of the queue
+    are left: ``MAX_EVENTS_PER_ADDRESS`` while the queue is mostly free, a quarter of the free
+    places as it fills, and always at least one. A fixed cap let four addresses fill a queue of 32
+    (4 x 8). With this one, greedy addresses leave about 4/(4 + A) of the queue free for the rest
+    (of 32 places: one address holds 6; 5 addresses 17 in all, 15 left; 16 addresses 25, 7 left),
+    it takes 32 addresses at once to fill it, and an address holding nothing gets in as long as
+    one place is free."""
+    return max(1, min(MAX_EVENTS_PER_ADDRESS, free // 4))
 
 
 def _joining_keys(kind: str, join: dict, scope) -> list[str]:
@@ -781,7 +799,7 @@ def after_launch(demo) -> None:
     same_origin_only(demo.server_app)
     base = config.http_protocol_class
     if not getattr(base, "guarded", False):
-        config.http_protocol_class = guarded_protocol(base, _trusted(config))
+        config.http_protocol_class = guarded_protocol(base, Trusted(config.forwarded_allow_ips))
     demo.cnn_starting = False  # from here on, every connection is guarded
 
 
@@ -796,12 +814,31 @@ def same_origin_only(app) -> None:
         app.middleware_stack = None  # rebuilt by Starlette on the next request
 
 
-def _trusted(config) -> set[str]:
-    """The proxies uvicorn takes X-Forwarded-For from (its ``FORWARDED_ALLOW_IPS``): their
-    connections carry many visitors, so the per-address connection cap does not count them."""
-    allowed = config.forwarded_allow_ips
-    allowed = allowed.split(",") if isinstance(allowed, str) else list(allowed or ())
-    return {a.strip() for a in allowed if a.strip()}
+class Trusted:
+    """The proxies uvicorn takes X-Forwarded-For from (its ``FORWARDED_ALLOW_IPS``: addresses,
+    networks such as ``10.0.0.0/8``, or ``*``), read as uvicorn reads them. Their connections
+    carry many visitors, so the per-address connection cap does not count them; each visitor's
+    requests are counted under the address the proxy names. ``*`` (a Space: every connection
+    comes through Hugging Face's proxy, from addresses nobody lists) trusts every peer."""
+
+    def __init__(self, allowed, wildcard: bool = True) -> None:
+        allowed = allowed.split(",") if isinstance(allowed, str) else list(allowed or ())
+        names = [a.strip() for a in allowed if a.strip()]
+        self.everyone = wildcard and "*" in names
+        self.literals = set(names)
+        self.networks = []
+        for name in names:
+            with contextlib.suppress(ValueError):
+                self.networks.append(ipaddress.ip_network(name, strict=False))
+
+    def __contains__(self, host) -> bool:
+        if self.everyone or host in self.literals:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
 
 
 def _raise_file_limit(wanted: int) -> None:
@@ -817,7 +854,7 @@ def _raise_file_limit(wanted: int) -> None:
 OPEN_CONNECTIONS: dict[str, int] = {}  # client address -> open connections (event-loop thread only)
 
 
-def guarded_protocol(base, trusted: set[str]):
+def guarded_protocol(base, trusted: Trusted):
     """uvicorn's HTTP protocol class ``base``, with what uvicorn lacks for a public link:
 
     - a **request-head deadline**: a connection that has not sent a complete request head

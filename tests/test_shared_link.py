@@ -26,12 +26,17 @@ HEAD_S = 2.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("shared"), env={"CNN_HEADER_TIMEOUT": str(HEAD_S), "CNN_MAX_CACHE_MB": "8"})
+    # 127.0.0.39 stands for a reverse proxy, trusted the way a network is written (a Space: `*`)
+    s = Server(tmp_path_factory.mktemp("shared"), env={"CNN_HEADER_TIMEOUT": str(HEAD_S), "CNN_MAX_CACHE_MB": "8",
+                                                       "FORWARDED_ALLOW_IPS": f"127.0.0.1,::1,{PROXY}/32"})
     try:
         yield s
     finally:
         if s.proc.poll() is None:
             s.stop()
+
+
+PROXY = "127.0.0.39"
 
 
 def visitor(server, n: int, timeout: float = 60) -> httpx.Client:
@@ -112,6 +117,16 @@ def test_one_address_holds_at_most_its_share_of_connections(server):
     assert closed == 16, closed
     with visitor(server, 31) as c:
         assert c.get("/config").status_code == 200
+    # A trusted proxy's connections carry many visitors (on a Space, every one): none is closed,
+    # and each visitor it names is counted under its own address.
+    proxied = [connect(server, 39) for _ in range(serving.MAX_CONNECTIONS_PER_ADDRESS + 16)]
+    time.sleep(0.5)
+    closed = sum(closed_by_server(s) for s in proxied)
+    for s in proxied:
+        s.close()
+    assert closed == 0, f"{closed} of a trusted proxy's connections were closed"
+    assert "10.9.8.7" in serving.Trusted("*") and "10.9.8.7" in serving.Trusted("10.0.0.0/8")
+    assert "10.9.8.7" not in serving.Trusted("127.0.0.1,::1") and "10.9.8.7" not in serving.Trusted("*", wildcard=False)
 
 
 def test_a_tabs_heartbeat_outlives_the_head_deadline(server):
@@ -164,6 +179,43 @@ def test_one_address_cannot_hold_the_queue_and_a_huge_picture_costs_nothing(serv
         lambda: call(server, [sketch_of(upload(server, "huge.png", png_bytes(huge)))]))
     assert result[0] == "error" and "1,048,576-pixel limit for a sketch" in result[1]["error"], result
     assert growth < 30e6, growth  # one decoded 4096x4096 RGBA image alone is 64 MB
+
+
+def test_a_few_addresses_cannot_fill_the_queue_for_everyone_else(server):
+    """5 addresses, 8 clients each, keep /predict calls of a 1000x1000 picture going (a fixed cap
+    of 8 an address let 4 of them fill the queue of 32): the queue keeps places free, and a visitor
+    at a 6th address gets every one of its reads, each within a few seconds."""
+    from cnn import serving
+
+    with visitor(server, 43) as c:
+        f = c.post("/gradio_api/upload", files=[("files", ("big.png", big_png(1000), "image/png"))])
+        assert f.status_code == 200, f.text
+    image = {"path": f.json()[0], "meta": {"_type": "gradio.FileData"}}
+    stop, codes = threading.Event(), []
+
+    def flood(n):
+        with visitor(server, n) as c:
+            while not stop.is_set():
+                r = c.post("/gradio_api/call/predict", json={"data": [sketch_of(image)]})
+                codes.append(r.status_code)
+                if r.status_code == 200:  # read it to the end, then at once the next
+                    c.get(f"/gradio_api/call/predict/{r.json()['event_id']}")
+                else:
+                    time.sleep(0.02)
+
+    threads = [threading.Thread(target=flood, args=(44 + i % 5,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)  # the flood is in full swing
+        waits = [reads_a_7(server, 49) for _ in range(3)]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert codes.count(200) > 20 and 429 in codes and 503 not in codes, (codes.count(200), set(codes))
+    assert max(waits) < 5, waits
+    assert serving.address_share(32) == serving.MAX_EVENTS_PER_ADDRESS > serving.address_share(12) >= 1
 
 
 def test_a_session_holds_at_most_three_events(server):
