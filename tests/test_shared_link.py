@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import math
+import re
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ HEAD_S = 2.0
 def server(tmp_path_factory):
     # 127.0.0.39 stands for a reverse proxy, trusted the way a network is written (a Space: `*`)
     s = Server(tmp_path_factory.mktemp("shared"), env={"CNN_HEADER_TIMEOUT": str(HEAD_S), "CNN_MAX_CACHE_MB": "8",
+                                                       "CNN_REFUSAL_LOG_WINDOW": "1",
                                                        "FORWARDED_ALLOW_IPS": f"127.0.0.1,::1,{PROXY}/32"})
     try:
         yield s
@@ -235,16 +237,30 @@ def test_a_session_holds_at_most_three_events(server):
 # ---------------------------------------------------------------- 4: logs
 
 def test_log_lines_cannot_be_forged_or_flooded(server):
+    """20 requests with a 3 kB path that forges a line, then 380 more refused ones: one short,
+    escaped line each for the first REFUSAL_LOG_LINES of a window (1 s here, 60 s shipped), the
+    rest one count (before: a line per request, 0.6 GB an hour from one client)."""
+    from cnn import serving
+
+    time.sleep(1.2)  # earlier tests' window is over and counted
     start = len(server.log_text())
     forged = "/gradio_api/custom_component/x/client/js/" + "a" * 3000 + "%0AINFO: forged line"
-    with visitor(server, 50) as c:
+    flood = time.monotonic()
+    with visitor(server, 50) as c, visitor(server, 51) as d:
         for _ in range(20):
             assert c.get(forged).status_code == 404
-    time.sleep(0.5)
+        assert all(x.get("/nothing-here").status_code == 404 for _ in range(190) for x in (c, d))
+    windows = math.ceil(time.monotonic() - flood) + 1  # of 1 s, that the flood touched
+    time.sleep(1.0 + 0.6)  # the window ends and the sweeper writes its count
     said = server.log_text()[start:]
     assert "Traceback" not in said and "forged line" not in said.replace("\\nINFO: forged line", ""), said[-2000:]
-    assert len(said) < 20 * 400, len(said)  # one short line each, not the 3 kB path
     assert not any(line.startswith("INFO: forged") for line in said.splitlines())
+    lines = [line for line in said.splitlines() if "-> 404" in line]
+    assert lines and all(len(line) < 400 for line in lines)  # one short line each, not the 3 kB path
+    left_out = sum(int(n) for n in re.findall(r"(\d+) more refused requests in the last", said))
+    assert len(lines) + left_out == 400, (len(lines), left_out)
+    assert len(lines) <= windows * serving.REFUSAL_LOG_LINES and len(lines) < 400, (len(lines), windows)
+    assert serving.REFUSAL_LOG_LINES == 60 and serving.REFUSAL_LOG_WINDOW == 60.0  # as shipped
 
 
 # ---------------------------------------------------------------- 5, 6: uploads, disk
