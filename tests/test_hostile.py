@@ -609,3 +609,34 @@ def test_the_guard_itself_closes_monitoring_and_direct_run_routes():
         assert guard._route(path, "POST")[1][0] == 404, path
     assert guard._route("/gradio_api/queue/join", "POST")[1] is None
     assert serving.launch_options(None, "2mb")["enable_monitoring"] is False
+
+
+# ---------------------------------------------------------------- malformed values
+
+MALFORMED = {"list": '["a", "b"]', "NaN": "NaN", "Infinity": "Infinity", "dict": '{"x": 1}', "three": "[1, 2, 3]"}
+
+
+def test_every_malformed_value_of_the_api_is_a_sentence(server):
+    """Each non-picture input of /predict, /inspect and /evidence sent as a list, NaN, Infinity
+    (JSON's own extensions, as a script can send them), a dict or three numbers: an error event
+    whose message is a sentence, never a bare {"error": null}, and no traceback in the log."""
+    start = len(server.log_text())
+    seven = json.dumps(sketch_of(upload(server, "seven.png", EXAMPLE_7.read_bytes())))
+    good = {"predict": ['"shipped"'], "inspect": ['"conv1"', "3", "10", "12", '"shipped"'], "evidence": ["7", '"shipped"']}
+    seen = []
+    for api, values in good.items():
+        for i in range(len(values)):
+            for kind, bad in MALFORMED.items():
+                data = '{"data": [' + ", ".join([seven, *values[:i], bad, *values[i + 1:]]) + "]}"
+                r = server.http.post(f"/gradio_api/call/{api}", content=data,
+                                     headers={"content-type": "application/json"})
+                assert r.status_code == 200, r.text
+                text = server.http.get(f"/gradio_api/call/{api}/{r.json()['event_id']}").text
+                events = re.findall(r"^event: (\w+)\ndata: (.*)$", text, re.MULTILINE)
+                event, said = events[-1][0], json.loads(events[-1][1])
+                seen.append((api, i, kind, event))
+                assert event == "error" and isinstance(said, dict) and said.get("error"), (api, i, kind, text)
+                assert len(said["error"]) < 300 and "Traceback" not in said["error"], said
+    time.sleep(0.3)
+    assert "Traceback" not in server.log_text()[start:], server.log_text()[start:][-3000:]
+    assert len(seen) == 8 * len(MALFORMED)
