@@ -74,11 +74,30 @@ def test_the_worst_case_noise_fits_the_limit_and_the_url():
     """Random noise can neither be cropped nor compressed: the longest ``drawing`` there is."""
     text = link.encode(NOISE)
     assert 1000 < len(text) <= link.MAX_CHARS < 1200
-    # The longest link the page makes: noise, the longest cell, behind a long Space address.
-    query = app.make_link(NOISE, "conv2-31-13-13")
+    # The longest link the page makes: noise, the longest cell, the longest move and the longest
+    # network name, each the longest there is, as app.make_link writes them, behind a long Space address.
+    from cnn import payload, replay, shift
+
+    cells = [f"{layer}-{c - 1}-{h - 1}-{w - 1}" for layer, (c, h, w) in payload.SHAPES.items()]  # the largest indices
+    cell = max(cells, key=len)
+    k = shift.MAX_SHIFT
+    moves = [(dx, dy) for dx in range(-k, k + 1) for dy in range(-k, k + 1)]
+    networks = [replay.SHIPPED, *(replay.name(s) for s in replay.STEPS)]
+    move = max(moves, key=lambda m: len(app.make_link(NOISE, cell, m, networks[-1])))
+    network = max(networks, key=lambda n: len(app.make_link(NOISE, cell, move, n)))
+    query = app.make_link(NOISE, cell, move, network)
+    assert len(query) == max(len(app.make_link(NOISE, c, m, n)) for c in cells for m in moves for n in networks)
+    params = dict(parse_qsl(query))
+    assert params[link.CELL_PARAM] == cell and params[link.MOVE_PARAM] == f"{-k},{-k}" and params[link.NETWORK_PARAM] == network
+    assert network == "step-1200"  # the longest name: a four-digit step
     longest = "https://" + "a" * 63 + "-" + "b" * 40 + ".hf.space/?" + query
     assert len(longest) <= 2000, len(longest)
-    assert link.decode(dict(parse_qsl(query))[link.PARAM]).tobytes() == NOISE.tobytes()
+    assert link.decode(params[link.PARAM]).tobytes() == NOISE.tobytes()
+    # and that link opens: the same drawing, cell, move and network (the URL the page would load)
+    networks = replay.load()
+    opened = app.open_query(networks[network][0], "?" + query, {**networks, replay.SHIPPED: (None, None)})
+    assert opened[6] == "" and opened[4] == (-k, -k) and opened[7] == network, opened[6]
+    assert opened[3].tobytes() == NOISE.tobytes() and opened[2]["pinned"] == list(link.decode_cell(cell))
 
 
 def test_every_mnist_test_digit_round_trips_exactly():

@@ -122,3 +122,27 @@ def test_a_link_with_a_move_reopens_the_same_page(shipped_model, two):
     made = app.moved(shipped_model, two, 2, -1, ("pool1", 3, 4, 5))
     assert (label, answer, value) == made[:3]
     assert "move" not in app.make_link(two, "", (0, 0))  # no move: no parameter
+
+
+def test_a_move_that_pushes_all_the_ink_out_is_refused_with_one_sentence(shipped_model):
+    """A small drawing in the bottom-left corner (columns 0-1, rows 26-27): moved 2 px left, every
+    inked pixel would leave the frame (counted here, column by column), and the button, the API's
+    move and a link all get the one sentence instead of an empty page; 1 px left keeps half, and
+    the value says how many inked pixels went (the visitor's warning)."""
+    corner = np.zeros((28, 28), np.uint8)
+    corner[26:28, 0:2] = [[200, 90], [255, 30]]
+    ink = np.argwhere(corner > 0)  # (row, col) of every inked pixel
+    for dx, dy in ((-2, 0), (-1, 2), (-3, -1)):
+        left = sum(1 for r, q in ink if 0 <= q + dx < 28 and 0 <= r + dy < 28)
+        assert left == 0, (dx, dy)
+        with pytest.raises(gr.Error) as e:
+            app.moved(shipped_model, corner, dx, dy)
+        assert e.value.message == "That move would push the whole drawing out of the 28×28 frame.", e.value.message
+    with pytest.raises(gr.Error) as e:  # the buttons: the third ← (from 2 left) is the one that empties it
+        app.move_by(shipped_model, (-1, 0), corner, (-1, 0))
+    assert "whole drawing out of the 28×28 frame" in e.value.message
+    opened = app.open_query(shipped_model, "?" + app.make_link(corner, "", (1, 0)).replace("move=1,0", "move=-2,0"))
+    assert "whole drawing out of the 28×28 frame" in opened[6] and "Here is an empty page" in opened[6]
+    value = app.move_by(shipped_model, (-1, 0), corner, (0, 0))[2]
+    kept = sum(1 for r, q in ink if 0 <= q - 1 < 28)
+    assert value["move"]["lost"] == len(ink) - kept == 2 and value["move"]["dx"] == -1

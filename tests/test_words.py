@@ -84,8 +84,10 @@ def test_the_evidence_words_name_the_answer_and_the_runner_up_with_their_logits(
 
 
 def _default_cell(page) -> tuple[int, int, int]:
-    """The pool2 cell the served value tells the browser to open the inspector on (the browser
-    test checks the inspector's heading names it)."""
+    """The pool2 cell the served value tells the browser to open the inspector on (the heading the
+    browser shows with nothing pinned is checked against the same independent arg-max in
+    test_browser.py's ``default_cell_and_evidence_picture``, called by
+    ``test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour``)."""
     layer, *cell = page[2]["default"]
     assert layer == "pool2", page[2]["default"]
     return tuple(cell)
