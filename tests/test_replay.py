@@ -6,6 +6,7 @@ again, without snapshots: taking them changes nothing).
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 import train
@@ -33,7 +34,11 @@ def test_every_snapshot_loads_strictly_and_scores_its_recorded_accuracy():
         assert card["calibrated"] is False and card["step"] == int(name.split("-")[1])
         accuracies.append(card["test_accuracy"])
     assert accuracies[0] < 0.2 and accuracies[-1] > 0.97  # from a random start to the tutorial's ~98 %
-    total = sum(replay.file_for(replay.DEFAULT_FOLDER, s).stat().st_size for s in replay.STEPS)
+    # "1.5 MB in all" (README): every file the snapshots ship with, weights, cards and patches
+    files = [f for f in replay.DEFAULT_FOLDER.rglob("*") if f.is_file()]
+    kinds = {f.name.split(".", 1)[1] for f in files}
+    assert kinds >= {"pt", "json", "patches.npz"} and len(files) >= 3 * len(replay.STEPS), sorted(kinds)
+    total = sum(f.stat().st_size for f in files)
     assert total <= 1_500_000, total
 
 
@@ -117,6 +122,18 @@ def test_the_api_takes_an_optional_network_and_a_bad_one_is_one_sentence(served_
     cell = client.predict(value, "conv1", 3, 10, 12, "step-100", api_name="/inspect")
     shipped = client.predict(value, "conv1", 3, 10, 12, api_name="/inspect")  # no network: the shipped weights
     assert cell["weights"] != shipped["weights"]
+    # /evidence with the snapshot: its own per-position votes, from its weights alone (test_words.reference)
+    from test_words import reference
+
+    ref = reference(replay.load()["step-100"][0], prepare(str(path)).tensor)
+    for digit in (int(ref["logits"].argmax()), 3):
+        got = client.predict(value, digit, "step-100", api_name="/evidence")
+        expected = (ref["W"][digit] * ref["pool2"]).sum(dim=0)  # (7, 7): position (i, j) sums its 32 channels
+        assert got["digit"] == digit and torch.allclose(torch.tensor(got["map"], dtype=torch.float64), expected, atol=1e-4)
+        assert got["logit"] == pytest.approx(float(ref["logits"][digit]), abs=1e-4)
+        assert got["bias"] == pytest.approx(float(ref["bias"][digit]), abs=1e-6)
+        shipped = client.predict(value, digit, api_name="/evidence")  # no network: the shipped weights' map
+        assert not torch.allclose(torch.tensor(shipped["map"], dtype=torch.float64), expected, atol=1e-2), digit
     for bad in ("step-7", "../cnn.pt", "x" * 5000):
         try:
             client.predict(value, bad, api_name="/predict")
