@@ -705,8 +705,11 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
     from cnn.preprocess import prepare
 
     path = next(p for p in app.EXAMPLES if p.stem.endswith("_2"))
+    clear(page)  # nothing pinned: the inspector opens on its default cell
+    expect_empty(page)
     page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
     expect_digit(page, "2")
+    default_cell_and_evidence_picture(page, shipped_model, prepare(str(path)))
     client = Client(served_app, verbose=False)
     value = {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))}
     rng, cells = random.Random(20), []
@@ -723,6 +726,10 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
             jobs[i] = client.submit(value, cells[i][1], *cells[i][2], api_name="/inspect")
 
     ask(0), ask(1)
+    from test_shift import layers as model_layers
+
+    maps_of = model_layers(shipped_model, prepare(str(path)).image)
+    before_pooling = {"pool1": maps_of["conv1"], "pool2": maps_of["conv2"]}
     for i, (elem_id, layer, cell) in enumerate(cells):
         ask(i + 2)
         page.mouse.move(*cell_point(page, elem_id, layer, *cell))
@@ -750,8 +757,14 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
             close(shown["window"], want["window"], "window")
             top, left = want["window_origin"]
             assert shown["kept"] == want["kept"] and shown["won"] == [[want["kept"][0] - top, want["kept"][1] - left]]
-            won = np.unravel_index(int(np.argmax(want["window"])), (2, 2))  # the marked winner is the maximum
-            assert want["window"][won[0]][won[1]] == max(map(max, want["window"]))
+            # the window and its marked winner against the model's own maps before pooling (its modules)
+            c, r, q = cell
+            window = before_pooling[layer][0, c, 2 * r:2 * r + 2, 2 * q:2 * q + 2].double().numpy()
+            close(shown["window"], window, "window, from the model")
+            (i, j), = shown["won"]
+            assert window[i, j] == window.max(), (cell, shown["won"], window)  # the marked cell holds the maximum
+            if (window == window.max()).sum() == 1:
+                assert (i, j) == np.unravel_index(int(window.argmax()), (2, 2)), (cell, shown["won"], window)
             assert shown["fields"][1] == want["kept_receptive_field"]
         if layer == "pool2":
             close(shown["votes"], want["class_terms"], "class votes")
@@ -773,6 +786,72 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
             np.testing.assert_array_equal(dot, kept, err_msg=f"{layer}: the dots are the kept cells")
             got, want = got[~kept], want[~kept]
         np.testing.assert_array_equal(got, want, err_msg=f"{layer}: colours")
+
+
+EVIDENCE_JS = """() => {  // the evidence picture: the colour at the centre of each of its 2 x 28 x 28 input cells
+  const c = document.querySelector('#evidence canvas.evidence'), k = window.devicePixelRatio || 1, cell = 8, gap = 4;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = [];
+  for (let m = 0; m < 2; m++) for (let r = 0; r < 28; r++) for (let q = 0; q < 28; q++) {
+    const x = Math.floor((m * (28 * cell + 2 * gap) + (q + 0.5) * cell) * k), y = Math.floor((r + 0.5) * cell * k);
+    const i = (y * c.width + x) * 4;
+    out.push([d[i], d[i + 1], d[i + 2]]);
+  }
+  return out;
+}"""
+
+
+def default_cell_and_evidence_picture(pg, shipped_model, prepared) -> None:
+    """What the visitor reads and sees for a digit with nothing pinned, against the model's weights
+    (test_words.reference, float64 from the state dict):
+    - the inspector's heading names the default cell, "⑥ after pooling, map N, row R, column C":
+      the arg-max of the answer's votes W_out[answer] * pool2, a positive vote (on the example 2 not
+      the largest |vote|, so a change to the magnitude or the most negative vote fails);
+    - the evidence picture: each of its 7x7 positions is a 4x4 block of input cells, coloured on the
+      signed scale by that position's evidence (the sum over pool2's 32 channels of W_out[digit] * value),
+      the answer's map on the left, answer minus runner-up on the right, one scale for both, over the
+      faint input. A transposed or mirrored map fails."""
+    import numpy as np
+
+    from cnn import payload, render
+    from test_words import reference
+
+    ref = reference(shipped_model, prepared.tensor)
+    answer, runner_up = (int(d) for d in ref["logits"].argsort(descending=True)[:2])
+    assert pg.locator("#maps").get_attribute("data-pinned") in ("", None)
+    head = pg.locator("#inspector h3")
+    m = re.match(r"(.+), map (\d+), row (\d+), column (\d+): \S+ — the cell that voted most for the answer",
+                 head.inner_text().replace("\u2212", "-"))
+    assert m, head.inner_text()
+    votes = ref["votes"][answer]
+    best = tuple(int(i) for i in np.unravel_index(int(votes.argmax()), votes.shape))
+    assert (m[1], *map(int, m.groups()[1:])) == (payload.TITLES["pool2"], *best), (m.groups(), best)
+    assert head.get_attribute("data-layer") == "pool2" and float(votes[best]) > 0
+    largest = tuple(int(i) for i in np.unravel_index(int(votes.abs().argmax()), votes.shape))
+    assert largest != best, "the example no longer tells the largest vote from the largest |vote|"
+
+    ev = (ref["W"] * ref["pool2"]).sum(dim=1).numpy()  # (10, 7, 7): position (i, j) sums its 32 channels
+    maps = np.stack([ev[answer], ev[answer] - ev[runner_up]])
+    hi = np.abs(maps).max()
+    scale = render.WEIGHT_SCALE.astype(float)
+    n = len(scale)
+    level = np.clip(np.floor((maps + hi) * (n - 1) / (2 * hi) + 0.5), 0, n - 1).astype(int)  # (2, 7, 7)
+    faint = 1 - 0.45 * prepared.image.astype(float) / 255  # (28, 28): the input drawn faintly over the map
+    got = np.array(pg.evaluate(EVIDENCE_JS), int).reshape(2, 28, 28, 3)
+    wrong = []
+    for k in range(2):
+        for i in range(7):
+            for j in range(7):
+                block = got[k, 4 * i:4 * i + 4, 4 * j:4 * j + 4]  # the 4x4 input cells of position (i, j)
+                f = faint[4 * i:4 * i + 4, 4 * j:4 * j + 4, None]
+                # its level, or one either side (float32 on the page against float64 here)
+                ok = any(np.abs(block - np.floor(scale[lv] * f + 0.5)).max() <= 1
+                         for lv in range(max(0, level[k, i, j] - 1), min(n, level[k, i, j] + 2)))
+                undone = block[..., 0] / f[..., 0] - block[..., 2] / f[..., 0]  # red minus blue: the sign
+                if abs(maps[k, i, j]) > 0.1 * hi and np.sign(undone.mean()) != np.sign(maps[k, i, j]):
+                    ok = False
+                if not ok:
+                    wrong.append((k, i, j, round(float(maps[k, i, j]), 3), block[0, 0].tolist()))
+    assert not wrong, wrong
 
 
 def test_the_move_buttons_move_the_input_and_say_how_similar_each_layer_stayed(page, shipped_model):
@@ -801,18 +880,69 @@ def test_the_move_buttons_move_the_input_and_say_how_similar_each_layer_stayed(p
     for name in ("conv1", "pool1", "conv2", "pool2"):
         assert abs(shown[name] - cos(a[name], b[name])) <= 0.005 + 1e-9, (name, shown)
     assert "Moved 2 px right, 1 px up" in page.locator("#move-info").inner_text()
+    move_words(page, shipped_model, drawn, (2, -1))  # the 2's tail: 3 inked pixels past the right border
     before = page.locator("#maps").get_attribute("data-drawn")
     page.click("#move-back")
     page.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
     np.testing.assert_array_equal(page_input(page), drawn)
     expect(page.locator("#move-info .hint")).to_have_count(1)
-    # the keys, on the focused input: ← moves it a pixel left, Escape puts it back
+    # the keys, on the focused input: ← moves it a pixel left (the pooled maps stay closer: the
+    # sentence holds), ↑ four times more (the pooled maps change too and the answer with them: where
+    # it does not hold), Escape puts it back
     page.locator("#network-input canvas").focus()
-    for key, want in (("ArrowLeft", moved_reference(drawn, -1, 0)), ("Escape", drawn)):
+    for key, move in (("ArrowLeft", (-1, 0)), ("ArrowUp", None), ("ArrowUp", None), ("ArrowUp", None),
+                      ("ArrowUp", (-1, -4)), ("Escape", (0, 0))):
         before = page.locator("#maps").get_attribute("data-drawn")
         page.keyboard.press(key)
         page.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
-        np.testing.assert_array_equal(page_input(page), want, err_msg=key)
+        if move is not None:
+            np.testing.assert_array_equal(page_input(page), moved_reference(drawn, *move), err_msg=key)
+        if move not in (None, (0, 0)):
+            move_words(page, shipped_model, drawn, move)
+
+
+def move_words(pg, shipped_model, drawn, move) -> None:
+    """The move's sentences as the visitor reads them, against what is computed here: the inked
+    pixels pushed out of the frame (counted from the two inputs), the answer sentence (the digit,
+    unmoved and moved, with the calibrated probabilities of test_words.reference), and the sentence
+    on what pooling does, with its limit: after the move shown, the pooled maps are closer than
+    the ones before (a small move) or the answer changed (a large one, where it does not hold)."""
+    import numpy as np
+    import torch
+
+    from test_shift import cos, layers, moved_reference
+    from test_words import reference
+
+    moved = moved_reference(drawn, *move)
+    info = pg.locator("#move-info")
+    said = info.inner_text()
+    lost = int(np.count_nonzero(drawn)) - int(np.count_nonzero(moved))
+    if lost:
+        assert f"{lost} inked pixel{'s' if lost > 1 else ''} went out of the frame." in said, (lost, said)
+    else:
+        assert "went out of the frame" not in said, said
+    was, now = (reference(shipped_model, torch.from_numpy(a).float().div(255)[None, None])["probs"] for a in (drawn, moved))
+    b, a = int(was.argmax()), int(now.argmax())
+    pct = r"(\d+\.\d) %"
+    if a == b:
+        m = re.search(rf"The network still reads (\d): {pct} sure unmoved, {pct} moved\.", said)
+        assert m and int(m[1]) == b, said
+        shown, expected = [float(m[2]), float(m[3])], [was[b], now[b]]
+    else:
+        m = re.search(rf"The answer changed: (\d) \({pct}\) unmoved, (\d) \({pct}\) moved; (\d) is now {pct}\.", said)
+        assert m and (int(m[1]), int(m[3]), int(m[5])) == (b, a, b), said
+        shown, expected = [float(m[2]), float(m[4]), float(m[6])], [was[b], now[a], now[b]]
+    assert all(abs(s - 100 * float(e)) <= 0.05 + 1e-9 for s, e in zip(shown, expected)), (said, expected)
+    assert "uncalibrated" not in said  # the shipped weights' probabilities are calibrated
+    why = info.locator(".why").inner_text()
+    assert why.startswith("Pooling keeps the strongest response in each 2×2 window") and \
+        "It does not make the network blind to position" in why, why
+    x, y = layers(shipped_model, moved), layers(shipped_model, drawn)
+    sim = {k: cos(x[k], y[k]) for k in x}
+    if max(map(abs, move)) == 1:  # where it holds
+        assert sim["pool1"] > sim["conv1"] and sim["pool2"] > sim["conv2"] and a == b, (move, sim)
+    if max(map(abs, move)) == 4:  # where it does not: even the pooled maps changed, and the answer
+        assert sim["pool2"] < 0.5 and a != b, (move, sim)
 
 
 def test_the_inspector_shows_what_each_map_looks_for(page):
