@@ -70,10 +70,12 @@ and ReLU keeps only the positive responses: 16 maps of 28×28, each lighting up 
 only its largest value (the **cyan dot**): 16 maps of 14×14, half the size, strongest responses kept.
 """
 WEB = HERE / "cnn" / "web"  # the browser side: real .html, .css and .js files
-CSS = (WEB / "page.css").read_text() + (WEB / "maps.css").read_text()
+CSS = (WEB / "page.css").read_text() + (WEB / "maps.css").read_text() + (WEB / "filters.css").read_text()
 PAGE_JS = (WEB / "page.js").read_text()  # alt text, example names, the answer as a live region
 MAPS_HTML = (WEB / "maps.html").read_text()  # ③-⑦ and the focus view: drawn by maps.js
 MAPS_JS = (WEB / "maps.js").read_text()  # draws them from one value a drawing; hover, tap, keys
+FILTERS_HTML = (WEB / "filters.html").read_text()  # conv1's filters, drawn by filters.js
+FILTERS_JS = (WEB / "filters.js").read_text()  # from the weights of the network the page reads with
 NETWORK_INPUT_HTML = ("<figure class='network-input'><figcaption>② What the network receives: 28×28</figcaption>"
                       "<canvas role='img' aria-label='What the network receives: the 28×28 input'></canvas></figure>")
 MOVE_HTML = "<div class='move-info' aria-live='polite'></div>"  # filled by maps.js from the value's "move"
@@ -420,7 +422,8 @@ def checked_network(name, networks: dict) -> str:
 
 def network_view(networks: dict, name: str, value: dict) -> tuple:
     """What changes with the network besides the drawing's value: the value gets the network's
-    weights and patches (``with_network``); returns conv1's filters and the note, as pictured."""
+    weights and patches (``with_network``); returns conv1's filters (the value the browser draws
+    them from) and the note."""
     model, card = networks[name]
     with_network(value, name, model)
     return render.filters(model.conv1[0].weight), network_note(name, card)
@@ -478,9 +481,9 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
                     move_buttons = {name: gr.Button(MOVE_LABELS[name], size="sm", min_width=40, elem_id=f"move-{name}")
                                     for name in MOVES}
                 gr.HTML(MOVE_HTML, elem_id="move-info")
-                filters = serving.Picture(label="conv1's 16 learned 5×5 filters", height=260, format="png",
-                                          type="pil", interactive=False, buttons=["fullscreen"], elem_classes=["crisp"],
-                                          value=render.filters(model.conv1[0].weight), elem_id="filters")
+                # conv1's filters, drawn by the browser (cnn/web/filters.js) from the picked network's weights
+                filters = gr.HTML(render.filters(model.conv1[0].weight), html_template=FILTERS_HTML, js_on_load=FILTERS_JS,
+                                  elem_id="filters", padding=False, colours=render.WEIGHT_SCALE.tolist())
             with gr.Column(scale=3, min_width=240):
                 # Which network reads the drawing: each step of the tutorial's training, or the shipped weights.
                 # (allow_custom_value: any other value reaches `switch`, which answers it with a

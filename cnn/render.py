@@ -1,14 +1,17 @@
-"""The pictures' visual language, and the one picture the server still draws: conv1's filters.
+"""The pictures' visual language, and conv1's filters as the browser draws them.
 
 One job: the colour scales, the kept-cell dot colours and the flat-window rule that every
-picture on the page uses, and conv1's 16 learned filters as a crisp image (drawn once, when the
-page is built). The per-drawing pictures (the maps, the receptive field, the evidence) are drawn
-by the browser (``cnn/web/maps.js``) from these same constants (``cnn.payload.look``). Pure
-numpy plus PIL for a few words of legend text; no matplotlib.
+picture on the page uses, and conv1's 16 learned filters as a value (``filters``). Every picture
+on the page is drawn by the browser: the per-drawing ones (the maps, the receptive field, the
+evidence) by ``cnn/web/maps.js`` from these same constants (``cnn.payload.look``), the filters by
+``cnn/web/filters.js``. The palette-image helpers below (``grid``, ``legend``, ``feature_grid``)
+draw no picture of the page any more; only tests/test_render.py uses them. Pure numpy plus PIL
+for a few words of legend text; no matplotlib.
 
 The visual language is the same on every picture:
 
-* each map is a tile, tiles sit in a grid with white gutters;
+* each map is a tile, tiles sit in a grid with gutters (the page's own background in the
+  browser's pictures, so dark mode has no white strips; white in the palette images here);
 * one colour scale per layer: black (0) -> purple -> orange -> pale yellow
   (the layer's largest activation for this drawing). A colour bar with its
   numbers sits under every grid, and "before" and "after pooling" of a layer
@@ -27,6 +30,7 @@ them is cheap too.
 """
 from __future__ import annotations
 
+import base64
 from functools import lru_cache
 
 import numpy as np
@@ -47,7 +51,6 @@ LEGEND_H = 28  # colour-bar strip under a grid, px
 # Tiles across each layer's grid (the browser sizes the cells to the screen; pooled tiles line up).
 CONV1_COLS = 4  # 16 maps: 4x4 tiles, before and after pooling
 CONV2_COLS = 8  # 32 maps: 8x4 tiles
-FILTER_CELL, FILTER_COLS = 10, 4  # 16 filters 5x5 -> 4x4 grid of 50 px tiles
 PNG = {"compress_level": 1}  # what Gradio's PNG save of our images uses (see module doc)
 
 
@@ -183,9 +186,10 @@ def feature_grid(maps: np.ndarray | torch.Tensor, cell: int, cols: int, hi: floa
     return image(np.concatenate([g, legend(g.shape[1], lo, hi)]), palette)
 
 
-def filters(weight: torch.Tensor | np.ndarray, cell: int = FILTER_CELL, cols: int = FILTER_COLS) -> Image.Image:
-    """conv1's learned (16, 1, 5, 5) filters, on one symmetric blue-white-red scale."""
-    w = _np(weight).astype(np.float32)
-    w = w.reshape(w.shape[0], w.shape[-2], w.shape[-1])
-    m = float(np.abs(w).max()) or 1.0
-    return feature_grid(w, cell, cols, hi=m, lo=-m, palette=WEIGHT_PALETTE)
+def filters(weight: torch.Tensor | np.ndarray) -> dict:
+    """conv1's learned (16, 1, 5, 5) filters as the value the browser draws them from
+    (``cnn/web/filters.js``): their float32 values, little-endian, base64, and their shape. The
+    browser paints them on ``WEIGHT_SCALE``, symmetric about 0 (blue negative, red positive),
+    with transparent gutters and the colour bar's ends as page text, so both themes read them."""
+    w = np.ascontiguousarray(_np(weight), "<f4")
+    return {"shape": list(w.shape), "data": base64.b64encode(w.tobytes()).decode("ascii")}

@@ -212,64 +212,24 @@ def test_served_value_opens_the_inspector_on_the_strongest_vote_and_fits_the_bud
     assert len(json.dumps(served.value)) <= 60_000  # the issue's budget per stroke on the wire
 
 
-def rgb(im: Image.Image) -> np.ndarray:
-    return np.asarray(im.convert("RGB"))
+def served_filters(client) -> dict:
+    """conv1's filters as the page serves them: the value of the #filters component (drawn by
+    cnn/web/filters.js) and the colour scale it is drawn on, from the page's config."""
+    found = [c["props"] for c in client.config["components"] if c["props"].get("elem_id") == "filters"]
+    assert len(found) == 1 and found[0]["value"], found
+    return found[0]
 
 
-def nearest(colours: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """(..., 3) RGB -> (...) index of the nearest colour of ``scale`` (LEVELS, 3)."""
-    flat = colours.reshape(-1, 3).astype(np.int32)
-    unique, inverse = np.unique(flat, axis=0, return_inverse=True)
-    d = ((unique[:, None, :] - scale[None].astype(np.int32)) ** 2).sum(-1)
-    return d.argmin(1)[inverse.ravel()].reshape(colours.shape[:-1])
+def test_served_filters_are_conv1s_weights_on_the_weight_scale(client, shipped_model):
+    """The page's filters value is conv1's weights, float32 bit for bit (the drawn colours:
+    tests/test_browser.py::expect_filters), and it comes with the blue-white-red scale."""
+    import base64
 
-
-def cells(picture: np.ndarray, n: int, side: int, cell: int, cols: int) -> np.ndarray:
-    """(n, side, side, cell, cell, 3): the pixels of each cell of each tile of a grid picture."""
-    t = side * cell + render.GAP
-    out = np.empty((n, side, side, cell, cell, 3), np.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        tile = picture[r * t : r * t + side * cell, c * t : c * t + side * cell]
-        out[i] = tile.reshape(side, cell, side, cell, 3).transpose(0, 2, 1, 3, 4)
-    return out
-
-
-def legend_rgb(width: int, lo: float, hi: float, key: bool, palette=render.ACTIVATION_PALETTE) -> np.ndarray:
-    """The colour bar strip a picture of ``width`` px on the scale [lo, hi] must end with."""
-    return rgb(render.image(render.legend(width, lo, hi, key=key), palette))
-
-
-
-def served_filters(client) -> Image.Image:
-    """conv1's filters picture as the page serves it (a static value in the page's config)."""
-    import httpx
-
-    found = [c["props"]["value"] for c in client.config["components"]
-             if c.get("type") == "image" and "filter" in str(c.get("props", {}).get("label", "")).lower()]
-    assert len(found) == 1 and found[0], found
-    response = httpx.get(found[0]["url"], timeout=30)
-    assert response.status_code == 200
-    return Image.open(io.BytesIO(response.content))
-
-
-def test_served_filters_are_conv1s_weights_blue_negative_red_positive(client, shipped_model):
-    weight = shipped_model.conv1[0].weight.detach()[:, 0].numpy()  # (16, 5, 5)
-    picture = rgb(served_filters(client))
-    np.testing.assert_array_equal(picture, rgb(render.filters(shipped_model.conv1[0].weight)))
-    m = float(np.abs(weight).max())
-    step = 2 * m / (render.LEVELS - 1)
-    c, cols = render.FILTER_CELL, render.FILTER_COLS
-    px = cells(picture[: -render.LEGEND_H], 16, 5, c, cols)
-    assert (px == px[:, :, :, :1, :1]).all()  # solid cells
-    colour = px[:, :, :, 0, 0].astype(int)
-    values = -m + nearest(colour, render.WEIGHT_SCALE) * step
-    np.testing.assert_allclose(values, weight, rtol=0, atol=step * 1.001)
-    red, blue = colour[..., 0], colour[..., 2]
-    assert (red[weight > step] > blue[weight > step]).all()  # positive: red
-    assert (blue[weight < -step] > red[weight < -step]).all()  # negative: blue
-    np.testing.assert_array_equal(picture[-render.LEGEND_H:],
-                                  legend_rgb(picture.shape[1], -m, m, key=False, palette=render.WEIGHT_PALETTE))
+    props = served_filters(client)
+    value = props["value"]
+    weights = np.frombuffer(base64.b64decode(value["data"]), "<f4").reshape(value["shape"])
+    np.testing.assert_array_equal(weights, shipped_model.conv1[0].weight.detach().numpy())
+    np.testing.assert_array_equal(np.asarray(props["props"]["colours"]), render.WEIGHT_SCALE)
 
 
 def test_page_predict_and_cli_give_the_same_answer(client, shipped_model, tmp_path, capsys):

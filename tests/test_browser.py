@@ -569,50 +569,90 @@ def test_a_link_reopens_the_same_drawing_and_cell_and_a_tampered_one_the_empty_p
 
 CONTRAST_JS = """
 (selectors) => {
-  // WCAG contrast of each element's own text against the background it is drawn on (the first
-  // ancestor with an opaque-enough background colour).
-  const rgba = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  // WCAG contrast of each element's own text against what it is drawn on: every ancestor's
+  // background, from the page down, blended in turn (an rgba colour over what lies under it; a
+  // gradient image (the padding cells' stripes) over it at each of its stops, the worst one counts),
+  // starting from the browser's white canvas. Text with alpha is blended over that too.
+  const rgba = (c) => {
+    const v = (c.match(/[\\d.]+/g) || []).map(Number);
+    return v.length >= 3 ? [v[0], v[1], v[2], v.length > 3 ? v[3] : 1] : null;
+  };
+  const over = ([r, g, b, a], base) => [r, g, b].map((v, i) => a * v + (1 - a) * base[i]);
   const lum = ([r, g, b]) => {
     const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
     return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
   };
-  const background = (el) => {
-    for (let e = el; e; e = e.parentElement) {
-      const c = rgba(getComputedStyle(e).backgroundColor);
-      if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+  const backgrounds = (el) => {  // every colour the text may lie on
+    const chain = [];
+    for (let e = el; e; e = e.parentElement) chain.unshift(e);
+    let under = [[255, 255, 255]];
+    for (const e of chain) {
+      const s = getComputedStyle(e), colour = rgba(s.backgroundColor);
+      if (colour && colour[3] > 0) under = under.map((u) => over(colour, u));
+      if (s.backgroundImage.includes("gradient")) {
+        const stops = (s.backgroundImage.match(/rgba?\\([^)]*\\)/g) || []).map(rgba);
+        under = under.flatMap((u) => stops.map((c) => over(c, u)));
+      }
     }
-    return rgba(getComputedStyle(document.querySelector("gradio-app") || document.body).backgroundColor);
+    return under;
   };
   const out = [];
   for (const sel of selectors) {
     for (const el of document.querySelectorAll(sel)) {
       const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
-      if (!own || !el.offsetParent) continue;
-      const fg = lum(rgba(getComputedStyle(el).color)), bg = lum(background(el));
-      out.push([sel, el.textContent.trim().slice(0, 30), (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05)]);
+      if (!own || !el.offsetParent || getComputedStyle(el).visibility === "hidden") continue;
+      const fg = rgba(getComputedStyle(el).color);
+      const worst = Math.min(...backgrounds(el).map((bg) => {
+        const a = lum(over(fg, bg)), b = lum(bg);
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      }));
+      out.push([sel, el.textContent.trim().slice(0, 30), worst]);
     }
   }
   return out;
 }
 """
 READ_TEXTS = ["#answer .answer", "#answer .answer *", "#inspector *", "#evidence-text *", "#maps figcaption",
-              "#maps .bar .ends span"]
+              "#maps .bar .ends span", "#filters figcaption", "#filters figcaption *", "#filters .bar .ends span",
+              "#network-note *"]
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_every_word_of_the_answer_inspector_and_evidence_is_readable_in_both_themes(browser, served_app, theme):
+def test_every_word_of_the_answer_inspector_and_evidence_is_readable_in_both_themes(browser, served_app, shipped_model,
+                                                                                  theme):
+    """Every word ≥ 4.5:1 against the background it is drawn on (each ancestor's colour blended
+    down to the page's), in both themes: a bad link's notice, the answer line, the network note,
+    conv1's filters (caption, colour-bar ends), the maps' captions and bars, the evidence words,
+    and the inspector on pool2 (where it opens), on conv1 at a corner (the padding's striped cells)
+    and inside, and on conv2 (their cells' red and blue backgrounds), and the move table. In dark
+    mode nothing between the tiles of the filters and the maps is white (no white strips), and the
+    filters drawn are conv1's weights."""
+    from playwright.sync_api import expect
+
     pg = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
     pg.set_default_timeout(TIMEOUT_MS)
     try:
-        pg.goto(served_app + ("?__theme=dark" if theme == "dark" else ""))
+        # a bad link: its notice, on the empty page
+        pg.goto(served_app + "?drawing=AAAAbad" + ("&__theme=dark" if theme == "dark" else ""))
         pg.wait_for_selector("#sketch .pixi-target canvas")
         assert pg.evaluate("document.body.classList.contains('dark')") == (theme == "dark")
         path = next(p for p in app.EXAMPLES if p.stem.endswith("_7"))
         pg.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
         expect_digit(pg, "7")
         pg.wait_for_function("document.querySelector('#evidence-text').textContent.includes('7')")
-        pairs = pg.evaluate(CONTRAST_JS, READ_TEXTS)
-        assert len({sel for sel, _, _ in pairs}) == len(READ_TEXTS), pairs  # every part was read
+        read(*READ_TEXTS)
+        for elem_id, layer, cell, parts in (("conv1-before", "conv1", (2, 0, 0), ["#inspector td.pad"]),
+                                            ("conv1-before", "conv1", (5, 9, 14), ["#inspector td[style]"]),
+                                            ("conv2-before", "conv2", (30, 4, 9), ["#inspector td[style]"])):
+            pg.mouse.move(*cell_point(pg, elem_id, layer, *cell))
+            pg.wait_for_selector(f"#inspector h3[data-layer='{layer}'][data-channel='{cell[0]}']")
+            read("#inspector *", *parts)  # the signed cells' own backgrounds; the padding's stripes
+        pg.mouse.move(5, 5)
+        before = pg.locator("#maps").get_attribute("data-drawn")
+        pg.click("#move-right")
+        pg.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
+        pg.wait_for_selector("#move-info table.similarity")
+        read("#move-info *")
         poor = [p for p in pairs if p[2] < 4.5]
         assert not poor, poor
     finally:
@@ -626,14 +666,11 @@ def test_pictures_examples_and_the_answer_are_named_for_screen_readers(page):
     path = next(p for p in app.EXAMPLES if p.stem.endswith("_2"))
     page.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
     expect_digit(page, "2")
-    page.wait_for_function("[...document.querySelectorAll('.crisp img')].every((i) => i.alt)")
-    alts = page.evaluate("[...document.querySelectorAll('.crisp img')].map((i) => [i.closest('.crisp').id, i.alt])")
-    assert dict(alts)["filters"].startswith("conv1's 16 learned"), alts
     named = page.evaluate("""[...document.querySelectorAll("canvas[role='img']")]
-                             .filter((c) => c.offsetParent).map((c) => [(c.closest('#network-input') || c.closest('[id]')).id,
+                             .filter((c) => c.offsetParent).map((c) => [(c.closest('#network-input, #filters') || c.closest('[id]')).id,
                                                         c.getAttribute('aria-label')])""")
     assert all(label for _, label in named), named  # every picture drawn in the browser is named
-    assert {"network-input", *GRIDS, "receptive-field", "evidence"} <= {i for i, _ in named}, named
+    assert {"network-input", *GRIDS, "receptive-field", "evidence", "filters"} <= {i for i, _ in named}, named
     grids = dict(named)
     assert grids["conv1-before"].startswith("conv1 + ReLU: 16 maps of 28×28. Arrow keys"), grids
     assert all(page.locator(f"#{g} canvas.grid").get_attribute("tabindex") == "0" for g in GRIDS)
@@ -681,10 +718,19 @@ PIXEL_JS = """([sel, cells]) => {  // the colour drawn at each cell, where the k
 
 def close(shown, expected, what) -> None:
     """A number as printed (3 decimals) against the model's: within one unit of the last digit."""
+    pairs = []
+
+    def read(*selectors) -> None:
+        got = pg.evaluate(CONTRAST_JS, list(selectors))
+        assert {sel for sel, _, _ in got} == set(selectors), (selectors, got)  # every part was read
+        pairs.extend(got)
+
     import numpy as np
 
     shown, expected = np.asarray(shown, float), np.asarray(expected, float)
     assert shown.shape == expected.shape, (what, shown.shape, expected.shape)
+        expect(pg.locator("#link-notice")).to_contain_text("empty page", timeout=TIMEOUT_MS)
+        read("#link-notice *")
     assert np.abs(shown - expected).max() <= 0.001 + 1e-9, (what, shown, expected)
 
 
@@ -693,6 +739,9 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
     the browser's inspector prints equals /inspect's for that cell (the value, the conv1 patch,
     filter and products, conv2's 16 channel terms, the sum, bias, pre-activation and ReLU, the
     pooling window with its marked winner, the class votes, the receptive fields); and the colour
+        expect_filters(pg, shipped_model.conv1[0].weight)
+        if theme == "dark":
+            no_white_strips(pg)
     drawn at every cell of the four grids is its activation on the layer's scale (or the kept-cell
     dot, bright or dim, where pooling kept it)."""
     import random
@@ -713,6 +762,7 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
     client = Client(served_app, verbose=False)
     value = {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))}
     rng, cells = random.Random(20), []
+    assert grids["filters"].startswith("conv1's 16 learned 5×5 filters"), grids
     for elem_id, layer in GRIDS.items():
         c, h, w = (16, 28, 28) if layer == "conv1" else (16, 14, 14) if layer == "pool1" else \
             (32, 14, 14) if layer == "conv2" else (32, 7, 7)
@@ -976,7 +1026,8 @@ def test_the_inspector_shows_what_each_map_looks_for(page):
         np.testing.assert_array_equal(drawn.reshape(side, side), shipped[f"{conv}.patch"][m, 0], err_msg=conv)
 
 
-def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_weights(page, browser, served_app):
+def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_weights(page, browser, served_app,
+                                                                                    shipped_model):
     """The picker on "step 50" with the example 2: the note and the answer say uncalibrated, the
     inspector's numbers for cells of all four layers are /inspect's with network=step-50 (the
     snapshot's weights reached the browser) and its top patches are its own file's, not the
@@ -1062,3 +1113,97 @@ def looks_for(page, path) -> None:
         want = z["conv2.index"][11].tolist()
     indices = page.locator("#inspector .looks-for[data-conv='conv2'][data-map='11'] canvas.patches")
     assert [int(i) for i in indices.get_attribute("data-indices").split(",")] == want, path
+    snapshots = replay.load()
+    expect_filters(page, snapshots["step-50"][0].conv1[0].weight)  # its own filters
+        expect_filters(other, snapshots["step-50"][0].conv1[0].weight)
+    expect_filters(page, shipped_model.conv1[0].weight)
+
+
+# ---------------------------------------------------------------- conv1's filters; dark mode has no white strips
+
+FILTER_PIXELS_JS = """() => {  // the colour at each filter cell's centre, from the canvas's own layout (data-*)
+  const c = document.querySelector('#filters canvas.filters-grid'), d = c.dataset, k = window.devicePixelRatio || 1;
+  const [n, h, w, cols, cell, gap, label] = ['channels', 'rows', 'cols', 'tileCols', 'cell', 'gap', 'label'].map((x) => +d[x]);
+  const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data, out = [];
+  for (let t = 0; t < n; t++) {
+    const ox = (t % cols) * (w * cell + gap), oy = Math.floor(t / cols) * (h * cell + label + gap) + label;
+    for (let r = 0; r < h; r++) for (let q = 0; q < w; q++) {
+      const i = (Math.floor((oy + (r + 0.5) * cell) * k) * c.width + Math.floor((ox + (q + 0.5) * cell) * k)) * 4;
+      out.push([px[i], px[i + 1], px[i + 2], px[i + 3]]);
+    }
+  }
+  return {colours: out, ends: [...document.querySelectorAll('#filters .bar .ends span')].map((s) => s.textContent),
+          label: c.getAttribute('aria-label'), caption: document.querySelector('#filters figcaption').textContent};
+}"""
+
+
+def expect_filters(pg, weight) -> None:
+    """The filters the page draws are ``weight`` (conv1's, (16, 1, 5, 5)): each cell's colour is its
+    weight on the blue-white-red scale, symmetric about 0 (to one step of 240), positive red and
+    negative blue, and the colour bar's ends are ∓ the largest |weight|. Waits (the picker's filters
+    come in the same event as the maps) up to 10 s for the drawing to match."""
+    import time
+
+    import numpy as np
+
+    from cnn import render
+
+    w = weight.detach().double().numpy().reshape(16, 25)
+    m = float(np.abs(w).max())
+    scale = render.WEIGHT_SCALE.astype(int)
+    want = np.clip(np.floor((w + m) * (len(scale) - 1) / (2 * m) + 0.5), 0, len(scale) - 1)
+    ends = [render.fmt(-m), "0", render.fmt(m)]
+    deadline = time.monotonic() + 10
+    while True:
+        got = pg.evaluate(FILTER_PIXELS_JS)
+        colours = np.array(got["colours"], int).reshape(16, 25, 4)
+        index = ((colours[..., None, :3] - scale) ** 2).sum(-1).argmin(-1)  # the nearest entry of the scale
+        ok = (colours[..., 3] == 255).all() and np.abs(index - want).max() <= 1 and got["ends"] == ends
+        if ok or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got["caption"].startswith("conv1's 16 learned 5×5 filters") and got["label"].startswith("conv1's 16"), got
+    assert (colours[..., 3] == 255).all(), "every filter cell is opaque"
+    assert np.abs(index - want).max() <= 1, (index - want)
+    red, blue = colours[..., 0], colours[..., 2]
+    step = 2 * m / (len(scale) - 1)
+    assert (red[w > step] > blue[w > step]).all() and (blue[w < -step] > red[w < -step]).all()
+    assert got["ends"] == ends, got["ends"]
+
+
+def no_white_strips(pg) -> None:
+    """Dark mode: the gutters between the tiles of conv1's filters and of the four maps (the middle
+    line of every gap, as the screen shows it) are the page's dark background, not white; the page
+    around them is dark; and the examples look like the pad they load into (both keep the drawing's
+    white paper: a thumbnail shows what a click puts on the pad)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def shot(box):
+        return np.asarray(Image.open(io.BytesIO(pg.screenshot(clip=box))).convert("RGB")).astype(int)
+
+    for sel in ("#filters canvas.filters-grid", *(f"#{g} canvas.grid" for g in GRIDS)):
+        el = pg.locator(sel)
+        el.scroll_into_view_if_needed()
+        box, d = el.bounding_box(), el.evaluate("c => ({...c.dataset})")
+        cell, gap, label, cols, h, w, n = (float(d[k]) for k in ("cell", "gap", "label", "tileCols", "rows", "cols", "channels"))
+        px = shot(box)
+        rows = int(-(-n // cols))
+        lines = [px[:, round(t * (w * cell + gap) + w * cell + gap / 2)] for t in range(int(cols) - 1)]
+        lines += [px[round(t * (h * cell + label + gap) + label + h * cell + gap / 2)] for t in range(rows - 1)]
+        gutters = np.concatenate(lines)
+        assert len(gutters) > 100, sel
+        white = (gutters > 240).all(-1)
+        assert not white.any(), (sel, int(white.sum()), "near-white gutter pixels in dark mode")
+        assert np.median(gutters.max(-1)) < 80, (sel, "the gutters are the dark page")
+    pad = pg.locator("#sketch .pixi-target canvas").first
+    pad.scroll_into_view_if_needed()
+    b = pad.bounding_box()
+    side = min(b["width"], b["height"]) - 60
+    paper = shot({"x": b["x"] + (b["width"] - side) / 2 + 2, "y": b["y"] + (b["height"] - side) / 2 + 2,
+                  "width": 4, "height": 4}).mean()
+    thumb = pg.locator("#examples .gallery-item img").first.bounding_box()
+    corner = shot({"x": thumb["x"] + 1, "y": thumb["y"] + 1, "width": 4, "height": 4}).mean()
+    assert abs(paper - corner) < 40, (paper, corner)

@@ -1,4 +1,4 @@
-"""Feature maps (shapes, kept cells), the colour scales, the filters picture and its colour bar."""
+"""Feature maps (shapes, kept cells), the colour scales, conv1's filters as the browser gets them, colour bars."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,10 +57,16 @@ def test_features_are_the_models_own_forward_pass(digit, shipped_model):
         torch.testing.assert_close(f.conv1.before, F.relu(shipped_model.conv1[0](x))[0])
 
 
-def test_filters_picture(shipped_model):
-    im = render.filters(shipped_model.conv1[0].weight)
-    assert im.size == render.grid_size(16, 5, render.FILTER_CELL, render.FILTER_COLS)
-    # (its colours are the weights: tests/test_app.py reads the served picture back)
+def test_filters_are_conv1s_weights_for_the_browser(shipped_model):
+    """The value the browser draws conv1's filters from (cnn/web/filters.js) is the weights, float32
+    bit for bit, with their shape (the drawn colours: tests/test_browser.py reads them back)."""
+    import base64
+
+    weight = shipped_model.conv1[0].weight.detach()
+    value = render.filters(weight)
+    assert value["shape"] == [16, 1, 5, 5]
+    got = np.frombuffer(base64.b64decode(value["data"]), "<f4").reshape(value["shape"])
+    np.testing.assert_array_equal(got, weight.numpy())
 
 
 @pytest.mark.parametrize("n,side,cell,cols", [(16, 28, 4, 4), (16, 14, 8, 4), (32, 14, 4, 8), (32, 7, 8, 8),

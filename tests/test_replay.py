@@ -82,7 +82,12 @@ def test_the_picker_puts_the_drawing_through_the_snapshot_uncalibrated():
     assert label["label"].endswith("(uncalibrated softmax)") and "uncalibrated" in answer
     assert value["network"] == name == "step-50" and value["calibrated"] is False and value["weights"]
     assert "Uncalibrated" in note and "83.3%" in note  # the card's accuracy, beside the picker
-    assert filters.size == app.render.filters(model.conv1[0].weight).size
+    import base64
+
+    import numpy as np
+
+    drawn = np.frombuffer(base64.b64decode(filters["data"]), "<f4").reshape(filters["shape"])  # what the browser draws
+    np.testing.assert_array_equal(drawn, model.conv1[0].weight.detach().numpy())  # the snapshot's own filters
 
 
 def test_a_link_with_a_network_reopens_the_same_page():
@@ -103,7 +108,7 @@ def test_a_link_with_a_network_reopens_the_same_page():
     model = networks["step-200"][0]
     assert opened[2]["weights"] == app.payload.weights(model) and opened[2]["patches"] is model.looks_for
     assert opened[2]["patches"] is not None
-    assert opened[8].tobytes() == made[3].tobytes() and opened[9] == made[4]
+    assert opened[8] == made[3] == app.render.filters(model.conv1[0].weight) and opened[9] == made[4]
 
 
 def test_the_api_takes_an_optional_network_and_a_bad_one_is_one_sentence(served_app):
