@@ -631,11 +631,20 @@ def test_every_word_of_the_answer_inspector_and_evidence_is_readable_in_both_the
 
     pg = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
     pg.set_default_timeout(TIMEOUT_MS)
+    pairs = []
+
+    def read(*selectors) -> None:
+        got = pg.evaluate(CONTRAST_JS, list(selectors))
+        assert {sel for sel, _, _ in got} == set(selectors), (selectors, got)  # every part was read
+        pairs.extend(got)
+
     try:
         # a bad link: its notice, on the empty page
         pg.goto(served_app + "?drawing=AAAAbad" + ("&__theme=dark" if theme == "dark" else ""))
         pg.wait_for_selector("#sketch .pixi-target canvas")
         assert pg.evaluate("document.body.classList.contains('dark')") == (theme == "dark")
+        expect(pg.locator("#link-notice")).to_contain_text("empty page", timeout=TIMEOUT_MS)
+        read("#link-notice *")
         path = next(p for p in app.EXAMPLES if p.stem.endswith("_7"))
         pg.locator(".gallery-item").nth(app.EXAMPLES.index(path)).click()
         expect_digit(pg, "7")
@@ -655,6 +664,9 @@ def test_every_word_of_the_answer_inspector_and_evidence_is_readable_in_both_the
         read("#move-info *")
         poor = [p for p in pairs if p[2] < 4.5]
         assert not poor, poor
+        expect_filters(pg, shipped_model.conv1[0].weight)
+        if theme == "dark":
+            no_white_strips(pg)
     finally:
         pg.close()
 
@@ -672,6 +684,7 @@ def test_pictures_examples_and_the_answer_are_named_for_screen_readers(page):
     assert all(label for _, label in named), named  # every picture drawn in the browser is named
     assert {"network-input", *GRIDS, "receptive-field", "evidence", "filters"} <= {i for i, _ in named}, named
     grids = dict(named)
+    assert grids["filters"].startswith("conv1's 16 learned 5×5 filters"), grids
     assert grids["conv1-before"].startswith("conv1 + ReLU: 16 maps of 28×28. Arrow keys"), grids
     assert all(page.locator(f"#{g} canvas.grid").get_attribute("tabindex") == "0" for g in GRIDS)
     names = page.evaluate("[...document.querySelectorAll('#examples button')].map((b) => b.getAttribute('aria-label'))")
@@ -718,19 +731,10 @@ PIXEL_JS = """([sel, cells]) => {  // the colour drawn at each cell, where the k
 
 def close(shown, expected, what) -> None:
     """A number as printed (3 decimals) against the model's: within one unit of the last digit."""
-    pairs = []
-
-    def read(*selectors) -> None:
-        got = pg.evaluate(CONTRAST_JS, list(selectors))
-        assert {sel for sel, _, _ in got} == set(selectors), (selectors, got)  # every part was read
-        pairs.extend(got)
-
     import numpy as np
 
     shown, expected = np.asarray(shown, float), np.asarray(expected, float)
     assert shown.shape == expected.shape, (what, shown.shape, expected.shape)
-        expect(pg.locator("#link-notice")).to_contain_text("empty page", timeout=TIMEOUT_MS)
-        read("#link-notice *")
     assert np.abs(shown - expected).max() <= 0.001 + 1e-9, (what, shown, expected)
 
 
@@ -739,9 +743,6 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
     the browser's inspector prints equals /inspect's for that cell (the value, the conv1 patch,
     filter and products, conv2's 16 channel terms, the sum, bias, pre-activation and ReLU, the
     pooling window with its marked winner, the class votes, the receptive fields); and the colour
-        expect_filters(pg, shipped_model.conv1[0].weight)
-        if theme == "dark":
-            no_white_strips(pg)
     drawn at every cell of the four grids is its activation on the layer's scale (or the kept-cell
     dot, bright or dim, where pooling kept it)."""
     import random
@@ -762,7 +763,6 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
     client = Client(served_app, verbose=False)
     value = {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))}
     rng, cells = random.Random(20), []
-    assert grids["filters"].startswith("conv1's 16 learned 5×5 filters"), grids
     for elem_id, layer in GRIDS.items():
         c, h, w = (16, 28, 28) if layer == "conv1" else (16, 14, 14) if layer == "pool1" else \
             (32, 14, 14) if layer == "conv2" else (32, 7, 7)
@@ -1071,7 +1071,9 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
             if layer == "pool2":
                 close(shown["votes"], want["class_terms"], (network, "votes"))
 
+    snapshots = replay.load()
     pick("Tutorial, step 50 of", "step-50")
+    expect_filters(page, snapshots["step-50"][0].conv1[0].weight)  # its own filters
     expect(page.locator("#network-note")).to_contain_text("Uncalibrated")
     expect(page.locator("#answer")).to_contain_text("uncalibrated")
     check("step-50")
@@ -1091,12 +1093,14 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
         expect(other.locator("#network input")).to_have_value(re.compile(r"^Tutorial, step 50 of"))
         expect(other.locator("#network-note")).to_contain_text("Uncalibrated")
         check("step-50", other, ("conv1", "pool2"))  # the first and last weights the browser multiplies
+        expect_filters(other, snapshots["step-50"][0].conv1[0].weight)
         looks_for(other, replay.file_for(replay.DEFAULT_FOLDER, 50))
         assert len(joins) == 1, joins  # the link's own event; no second one for the picker
     finally:
         other.close()
 
     pick("The shipped weights", "shipped")
+    expect_filters(page, shipped_model.conv1[0].weight)
     expect(page.locator("#answer")).to_contain_text("sure")
     check(None)
     looks_for(page, weights.DEFAULT_WEIGHTS)
@@ -1113,10 +1117,6 @@ def looks_for(page, path) -> None:
         want = z["conv2.index"][11].tolist()
     indices = page.locator("#inspector .looks-for[data-conv='conv2'][data-map='11'] canvas.patches")
     assert [int(i) for i in indices.get_attribute("data-indices").split(",")] == want, path
-    snapshots = replay.load()
-    expect_filters(page, snapshots["step-50"][0].conv1[0].weight)  # its own filters
-        expect_filters(other, snapshots["step-50"][0].conv1[0].weight)
-    expect_filters(page, shipped_model.conv1[0].weight)
 
 
 # ---------------------------------------------------------------- conv1's filters; dark mode has no white strips
