@@ -356,21 +356,34 @@ class Requests:
 def test_hover_click_and_keys_inspect_any_cell_with_no_request(page, shipped_model):
     """Pointing at a cell of any grid shows it at once, with no request; leaving the grid goes
     back to the pinned (clicked) cell; the arrow keys move it, Tab reaches each grid; a new stroke
-    keeps the pinned cell."""
+    keeps the pinned cell. The inspector's heading and its green-box picture stay on screen beside
+    the maps, also for a cell of ⑥'s last row at the top of the screen. A double-click (or F) opens
+    a map large, where the mouse inspects as over the page's grids; the page does not move."""
     from playwright.sync_api import expect
+
+    def inspector_in_view() -> None:  # the sticky inspector column: its heading and picture on screen
+        expect(page.locator("#inspector h3")).to_be_in_viewport()
+        expect(page.locator("#receptive-field canvas")).to_be_in_viewport(ratio=1)
+
+    def last_row_of_6_at_the_top(act) -> None:  # ⑥ scrolled up until its last row is near the top
+        page.locator("#conv2-after canvas.grid").evaluate("c => window.scrollBy(0, c.getBoundingClientRect().bottom - 90)")
+        act(*cell_point(page, "conv2-after", "pool2", 31, 6, 3, scroll=False))
+        expect(page.locator("#inspector h3[data-layer='pool2'][data-channel='31'][data-row='6']")).to_have_count(1)
+        inspector_in_view()
 
     clear(page)
     ready_to_draw(page)
     draw(page, SEVEN)
     expect_digit(page, "7")
+    last_row_of_6_at_the_top(page.mouse.move)
     page.set_viewport_size({"width": 1280, "height": 800})  # a laptop: the inspector is taller than the window
     try:
         with Requests(page) as seen:
             for elem_id, layer, channel, row, col in CLICKS:
                 page.mouse.move(*cell_point(page, elem_id, layer, channel, row, col))
                 expect_inspected(page, shipped_model, layer, channel, row, col)
-                head = page.locator("#inspector h3")
-                expect(head).to_be_in_viewport()  # the sticky inspector column stays in view
+                inspector_in_view()  # the sticky inspector column stays in view
+            last_row_of_6_at_the_top(page.mouse.click)
             elem_id, layer, channel, row, col = CLICKS[2]
             page.mouse.click(*cell_point(page, elem_id, layer, channel, row, col))  # pinned
             page.mouse.move(*cell_point(page, "conv1-before", "conv1", 0, 0, 0))
@@ -385,6 +398,29 @@ def test_hover_click_and_keys_inspect_any_cell_with_no_request(page, shipped_mod
             assert page.locator("#maps").get_attribute("data-pinned") == f"conv2-{channel + 1}-{row + 1}-{col + 2}"
             page.keyboard.press("Tab")  # the next grid takes the keys
             assert page.evaluate("document.activeElement.dataset.layer") == "pool2"
+            # the focus view with a mouse and keys: F opens the focused grid's map, Escape closes it
+            scrolled, focus, main = page.evaluate("window.scrollY"), page.locator("#focus"), "#focus .focus-main canvas.grid"
+            page.keyboard.press("f")
+            expect(focus).to_be_visible()
+            assert page.locator(main).get_attribute("data-layer") == "pool2"
+            page.keyboard.press("Escape")
+            expect(focus).to_be_hidden()
+            assert page.evaluate("document.activeElement.dataset.layer") == "pool2"  # the keys go back to the grid
+            assert page.evaluate("window.scrollY") == scrolled
+            at = cell_point(page, "conv1-after", "pool1", 2, 6, 7)
+            scrolled = page.evaluate("window.scrollY")
+            page.mouse.dblclick(*at)  # a double-click: that map, large
+            expect(focus).to_be_visible()
+            d = page.locator(main).evaluate("c => ({...c.dataset, box: c.getBoundingClientRect().toJSON()})")
+            assert (d["layer"], d["channel"]) == ("pool1", "2") and float(d["cell"]) >= 24, d  # 14x14 cells, large
+            assert d["box"]["bottom"] <= 800 and d["box"]["right"] <= 1280, d  # the whole map on screen
+            page.mouse.move(*cell_point(page, None, "pool1", 2, 11, 3, scroll=False, grid=main))  # hovered: inspected
+            expect(page.locator("#focus .focus-inspector h3[data-layer='pool1'][data-channel='2'][data-row='11'][data-col='3']")).to_have_count(1)
+            assert page.locator("#maps").get_attribute("data-pinned") == "pool1-2-6-7"  # not kept: only pointed at
+            page.locator("#focus .focus-close").click()
+            expect(focus).to_be_hidden()
+            assert page.evaluate("window.scrollY") == scrolled  # opening, pointing, closing: the page stayed
+            page.mouse.click(*cell_point(page, "conv2-before", "conv2", channel + 1, row + 1, col + 2))  # kept again
         assert seen.urls == [], seen.urls  # all of it without asking the server
     finally:
         page.set_viewport_size({"width": 1280, "height": 1000})
@@ -406,12 +442,26 @@ def touch_stroke(cdp, points) -> None:
     touch("touchEnd", [])
 
 
+PAD_COVERED_JS = """() => {  // points of what shows of the pad where something else is on top
+  const pad = document.getElementById('sketch'), r = pad.getBoundingClientRect(), out = [];
+  for (let y = Math.max(0, r.top) + 1; y < Math.min(innerHeight, r.bottom) - 1; y += 4)
+    for (const x of [r.left + 2, (r.left + r.right) / 2, r.right - 2]) {
+      const e = document.elementFromPoint(x, y);
+      if (!e || !pad.contains(e)) out.push([x, y, e && (e.closest('[id]') || e).id]);
+    }
+  return out.slice(0, 5);
+}"""
+
+
 def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browser, served_app, shipped_model):
     """390x844, touch: the pad is square around the canvas fitted to its width (66 %), its tools
     clear of the drawing square; the answer
-    stays on screen while drawing, also after the visitor scrolled;
+    stays on screen while drawing, also after the visitor scrolled, and nothing ever lies over the
+    pad (a stroke begun at the top of what shows of the drawing square draws);
     a tap on a tile opens that map in the focus view with cells >= 12 px (28x28) / >= 24 px
-    (14x14), the page never scrolls, and 20 taps with 2 px of jitter (sigma) around random cells'
+    (14x14), named for screen readers, no wider than the screen, and the page never scrolls (not
+    on opening, sliding, scrolling the view to the inspector's numbers, nor closing); 20 taps with
+    2 px of jitter (sigma) around random cells'
     centres land on the intended cell at least 19 times; a finger sliding across inspects cell by
     cell; a sideways swipe across the network input moves the drawing, an upward one scrolls."""
     import random
@@ -429,32 +479,52 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
         pad = pg.locator("#sketch").bounding_box()  # no taller than wide: no empty pad above and below the canvas
         assert pad["height"] <= pad["width"] + 1 and zoom(pg) == ["66%"], (pad, zoom(pg))
         tools_clear_of_the_square(pg)  # the palette moved out of the square into the bottom border
+        assert pg.evaluate(PAD_COVERED_JS) == []  # at the top of the page
         canvas.evaluate("c => c.scrollIntoView({block: 'start'})")  # scrolled until the canvas is at the top
         pg.wait_for_timeout(300)
-        assert pg.evaluate("window.scrollY") > 200
+        assert pg.evaluate("window.scrollY") > 100
+        assert pg.evaluate(PAD_COVERED_JS) == []  # nothing over the top of the pad (a sticky answer was)
         box = canvas.bounding_box()
-        side = 0.8 * min(box["width"], box["height"])
-        x0, y0 = box["x"] + (box["width"] - side) / 2, box["y"] + max(0, (box["height"] - side) / 2)
-        cdp = ctx.new_cdp_session(pg)
-        touch_stroke(cdp, [(x0 + side * x, y0 + side * y) for x, y in SEVEN[0]])
+        side = min(box["width"], box["height"]) - 60  # the drawing square (Gradio's 30 px border all round)
+        top = max(0, box["y"] + (box["height"] - side) / 2)  # what shows of it
+        x0, s = box["x"] + (box["width"] - side) / 2 + 0.1 * side, 0.8 * side
+        cdp = ctx.new_cdp_session(pg)  # the 7's bar 6 px under the square's visible top
+        touch_stroke(cdp, [(x0 + s * x, top + 6 + s * (y - SEVEN[0][0][1])) for x, y in SEVEN[0]])
         answer = pg.locator("#answer .answer[data-digit='7']")
         expect(answer).to_have_count(1, timeout=TIMEOUT_MS)
         a = answer.bounding_box()
         assert 0 <= a["y"] and a["y"] + a["height"] <= 844, a  # on screen after the scroll
+        pg.evaluate("window.scrollBy(0, 250)")  # most of the pad above the screen: the answer still shows
+        pg.wait_for_timeout(100)
+        a = answer.bounding_box()
+        assert 0 <= a["y"] and a["y"] + a["height"] <= 844, a
+        assert pg.evaluate(PAD_COVERED_JS) == []
         if os.environ.get("PHONE_SCREENSHOT"):
             pg.screenshot(path=os.environ["PHONE_SCREENSHOT"])
         expect(top_label(pg)).to_have_text("7", timeout=TIMEOUT_MS)
         expect_digit(pg, "7")
 
         elem_id, layer, channel, row, col = CLICKS[0]
-        pg.touchscreen.tap(*cell_point(pg, elem_id, layer, channel, row, col))
+        tap = cell_point(pg, elem_id, layer, channel, row, col)
+        pg.wait_for_timeout(100)
+        scrolled = pg.evaluate("window.scrollY")  # before the tap: the page stays there from now on
+        pg.touchscreen.tap(*tap)
         focus = pg.locator("#focus")
         expect(focus).to_be_visible()
-        scrolled = pg.evaluate("window.scrollY")
+        pg.wait_for_timeout(100)
+        assert pg.evaluate("window.scrollY") == scrolled  # opening did not move the page
         main = "#focus .focus-main canvas.grid"
         d = pg.locator(main).evaluate("c => ({...c.dataset, w: c.getBoundingClientRect().width})")
         assert (d["layer"], int(d["channel"])) == (layer, channel), d
         assert float(d["cell"]) >= 12 and d["w"] <= 390, d  # 28x28 cells of >= 12 px, the whole map in view
+        wide = focus.evaluate("f => [f.scrollWidth, f.clientWidth]")
+        assert wide[0] <= wide[1] <= 390, wide  # nothing runs past the screen's right edge
+        names = focus.evaluate("""f => [...f.querySelectorAll("canvas[role='img']")].map((c) =>
+                                  [c.className, c.closest('.grid-wrap')?.className || '', c.getAttribute('aria-label')])""")
+        assert all(label for *_, label in names) and len(names) >= 3, names  # every picture named
+        grids = {wrap.split()[-1]: label for cls, wrap, label in names if cls == "grid"}
+        assert grids["focus-main"].startswith("conv1 + ReLU, map 5 of 16, large: 28×28 cells. Arrow keys"), grids
+        assert grids["focus-partner"].startswith("conv1 after max-pooling, map 5: 14×14 cells"), grids
         rng = random.Random(7)
         hits = 0
         for _ in range(20):
@@ -474,10 +544,18 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
         seen = pg.evaluate("[...window.cnnSeen]")
         assert {f"{layer},{channel},10,{q}" for q in range(3, 21)} <= set(seen), seen
         expect(pg.locator("#focus .focus-inspector h3[data-row='10'][data-col='20']")).to_have_count(1)
-        assert pg.evaluate("window.scrollY") == scrolled  # the page never jumped
+        assert pg.evaluate("window.scrollY") == scrolled  # sliding did not move the page
+        # a finger swiping up over the words scrolls the focus view, not the page, to the numbers
+        touch_stroke(cdp, [(200, 800 - 40 * i) for i in range(9)])
+        numbers = pg.locator("#focus .focus-inspector table.cells").first
+        expect(numbers).to_be_in_viewport(ratio=1)
+        assert focus.evaluate("f => f.scrollTop") > 0
+        assert pg.evaluate("window.scrollY") == scrolled
         # the pooled map opens with cells >= 24 px
         pg.locator("#focus .focus-close").tap()
         expect(focus).to_be_hidden()
+        pg.wait_for_timeout(100)
+        assert pg.evaluate("window.scrollY") == scrolled  # closing did not move it either
         pg.touchscreen.tap(*cell_point(pg, "conv1-after", "pool1", 2, 6, 7))
         d = pg.locator(main).evaluate("c => ({...c.dataset})")
         assert d["layer"] == "pool1" and float(d["cell"]) >= 24, d

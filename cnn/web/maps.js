@@ -3,7 +3,7 @@
 // evidence maps, the answer) and the model's weights, received once with the page. A pointer,
 // a tap or a key inspects any cell with no request: every number shown is the model's own
 // activation from that value, or the products of its weights and inputs computed here in float32
-// as torch does (tests/test_maps_browser.py compares every number with /inspect).
+// as torch does (tests/test_browser.py compares every number with /inspect).
 //
 // This file is the body of a gr.HTML js_on_load (app.py): `element` is the component, `props`
 // holds `value` (null before the first drawing), `network` (weights and geometry) and `look`
@@ -398,8 +398,10 @@ function inputBitmaps() {
 }
 
 function drawInput(canvas, box = null, inner = null) {  // the 28x28 input; outside `box` dimmed
-  const cell = 8, ratio = dpr(), side = 28 * cell, size = Math.round(side * ratio);
-  if (canvas.width !== size) { canvas.width = canvas.height = size; canvas.style.width = canvas.style.height = side + "px"; }
+  const cell = canvas._cell || 8, ratio = dpr(), side = 28 * cell, size = Math.round(side * ratio);  // _cell: the focus view's
+  if (canvas.width !== size || canvas.style.width !== side + "px") {
+    canvas.width = canvas.height = size; canvas.style.width = canvas.style.height = side + "px";
+  }
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, side, side);
@@ -589,7 +591,7 @@ function wire(canvas, inFocus = false) {
     if (!D || (e.pointerType === "touch" && !inFocus)) return;
     if (e.pointerType === "mouse" && e.buttons === 0 && !inFocus) { if (!RAW) hover(e); return; }
     if (inFocus && (e.pointerType !== "mouse" || e.buttons)) pin(point(canvas, e));  // a finger sliding
-    else if (inFocus) inspect(point(canvas, e));
+    else if (inFocus) hover(e);  // a mouse over the large map: as over the page's grids
   });
   // Leaving a grid goes back to the kept cell, unless the mouse is already over another grid
   // (its raw update can come before this grid's leave).
@@ -605,8 +607,13 @@ function wire(canvas, inFocus = false) {
     const cell = point(canvas, e);
     if (!cell) return;
     if (e.pointerType === "touch" || (e.pointerType !== "mouse" && matchMedia("(pointer: coarse)").matches)) {
-      pin(cell); openFocus(cell[0], cell[1]);  // a tap: that map, large
+      pin(cell); openFocus(cell[0], cell[1], true, canvas);  // a tap: that map, large
     } else pin(cell);
+  });
+  canvas.addEventListener("dblclick", (e) => {  // a mouse: a double-click opens the map large
+    if (!D || inFocus) return;
+    const cell = point(canvas, e);
+    if (cell) { e.preventDefault(); pin(cell); openFocus(cell[0], cell[1], true, canvas); }
   });
   canvas.addEventListener("focus", () => {
     if (!D) return;
@@ -619,37 +626,64 @@ function wire(canvas, inFocus = false) {
     const used = () => { e.preventDefault(); e.stopPropagation(); };
     if (e.key === "Enter" || e.key === " ") { pin(shown); used(); return; }
     if (e.key === "Escape" && focused) { closeFocus(); used(); return; }
+    if ((e.key === "f" || e.key === "F") && !inFocus && !e.ctrlKey && !e.metaKey && !e.altKey) {  // F: this map, large
+      const cell = shown[0] === canvas._g.layer ? shown : [canvas._g.layer, 0, 0, 0];
+      openFocus(cell[0], cell[1], true, canvas); used(); return;
+    }
     const next = shown[0] === canvas._g.layer ? move(canvas, shown, e.key) : null;
     if (next) { used(); inspect(next); if (inFocus) pin(next); }
   });
 }
 
-// ------------------------------------------------------------------ the focus view (a phone)
-function openFocus(layer, channel, fresh = true) {
+// ------------------------------------------------------------------ the focus view
+// One map as large as the screen allows with the whole map in view: opened by a tap (a phone), a
+// double-click or F (a mouse, a keyboard). A phone: the map across the width, its pooled partner
+// and the field under it, then the inspector; a wide screen (900 px and up, maps.css): the map on
+// the left, the rest in a column on the right. Either way no larger than the screen's height.
+let opener = null;  // the page's grid it was opened from: it takes the keys back on close
+function openFocus(layer, channel, fresh = true, from = null) {
   const box = FOCUS;
   focused = [layer, channel];
-  box.hidden = false;
+  if (from) opener = from;
+  if (box.hidden) { box.hidden = false; box.scrollTop = 0; }  // opened: the map at the top
   const partner = AFTER[layer] || BEFORE[layer];
+  const wide = window.innerWidth >= 900;
+  box.classList.toggle("wide", wide);  // maps.css
+  const head = inFocusView(".focus-head"), right = inFocusView(".focus-right");
   const width = Math.min(box.clientWidth || window.innerWidth, window.innerWidth) - 16;
-  const [, , w] = SHAPES[layer], [, , pw] = SHAPES[partner];
-  const ratio = dpr(), fit = (n, room) => Math.max(1 / ratio, Math.floor(room / n * ratio) / ratio);
+  const height = window.innerHeight - 16 - head.offsetHeight - 6;
+  const room = Math.min(wide ? width - right.offsetWidth - 16 : width, height);  // the whole map on screen
+  const [, h, w] = SHAPES[layer], [, , pw] = SHAPES[partner];
+  const ratio = dpr(), fit = (n, space) => Math.max(1 / ratio, Math.floor(space / n * ratio) / ratio);
   const main = inFocusView(".focus-main canvas.grid"), side = inFocusView(".focus-partner canvas.grid");
-  const g = layout(main, layer, fit(w, width), 1, 1, 0, 0);
+  const g = layout(main, layer, fit(w, room), 1, 1, 0, 0);
   g.first = channel;
   main.dataset.channel = channel;
   paint(main, g, channel);
-  const sg = layout(side, partner, fit(pw, Math.min(width / 2 - 8, 200)), 1, 1, 0, 0);
+  const sideRoom = wide ? right.clientWidth : width;  // the partner and the field share this row
+  const sg = layout(side, partner, fit(pw, Math.min(sideRoom / 2 - 8, 200)), 1, 1, 0, 0);
   sg.first = channel;
   side.dataset.channel = channel;
   paint(side, sg, channel);
-  inFocusView(".focus-title").textContent = `${LOOK.titles[layer]}, map ${channel} of ${SHAPES[layer][0]}`;
+  // the field: whole input pixels, 8 px at most, in what the partner leaves of the row
+  inFocusView("canvas.field")._cell = Math.max(2, Math.min(8, Math.floor((sideRoom - sg.width - 8) / 28)));
+  const title = `${LOOK.titles[layer]}, map ${channel} of ${SHAPES[layer][0]}`;
+  inFocusView(".focus-title").textContent = title;
+  const keys = " Arrow keys move the inspected cell, Page Up and Page Down change the map, Enter keeps it, Escape closes.";
+  main.setAttribute("aria-label", `${title}, large: ${h}×${w} cells.${keys}`);
+  side.setAttribute("aria-label", `${LOOK.titles[partner]}, map ${channel}: ${SHAPES[partner][1]}×${pw} cells, ` +
+    `${AFTER[layer] ? "what pooling made of it" : "the map it pools"}.${keys}`);
   if (fresh) main.focus({ preventScroll: true });
   lastShown = null;  // its canvases were repainted
-  inspect(pinned && pinned[1] === channel ? pinned : [layer, channel, Math.floor(SHAPES[layer][1] / 2), Math.floor(w / 2)]);
+  inspect(pinned && pinned[0] === layer && pinned[1] === channel ? pinned
+    : [layer, channel, Math.floor(h / 2), Math.floor(w / 2)]);
 }
 function closeFocus() {
+  const was = focused;
   focused = null;
   FOCUS.hidden = true;
+  if (was && opener && opener.isConnected) opener.focus({ preventScroll: true });
+  opener = null;
 }
 
 // ------------------------------------------------------------------ start
@@ -691,6 +725,27 @@ new ResizeObserver(() => {
   const w = element.clientWidth;
   if (w !== lastWidth) { lastWidth = w; draw(); }
 }).observe(element);
+// The desktop's inspector column is sticky beside the maps (maps.css). Near the end of the maps'
+// column their end would push it up, its top (the green-box picture) and then its heading off the
+// screen, while the maps still show: instead it gets shorter (its numbers scroll inside it), down
+// to its heading, and only then leaves with the maps. Never taller than the maps' column either,
+// so the page's height never changes as it scrolls.
+const column = $(".inspector-col"), mapsMain = $(".maps-main");
+let fitting = 0;
+function fitColumn() {
+  fitting = 0;
+  if (getComputedStyle(column).position !== "sticky") { column.style.maxHeight = ""; return; }
+  const head = column.querySelector("#inspector h3");
+  const floor = head ? head.getBoundingClientRect().bottom - column.getBoundingClientRect().top + column.scrollTop + 8 : 0;
+  const end = mapsMain.getBoundingClientRect().bottom;
+  const most = Math.min(window.innerHeight - 16, mapsMain.offsetHeight);
+  column.style.maxHeight = Math.max(Math.min(most, floor), Math.min(most, end - 8)) + "px";
+}
+const fitSoon = () => { fitting ||= requestAnimationFrame(fitColumn); };
+addEventListener("scroll", fitSoon, { passive: true });
+addEventListener("resize", () => { fitSoon(); if (focused && D) openFocus(...focused, false); });
+new ResizeObserver(fitSoon).observe(mapsMain);
+fitSoon();
 // The network input sits in another column (app.py): draw it once it exists. Focused, its arrow
 // keys move the drawing (they press the move buttons under it: cnn/shift.py), Escape puts it back;
 // on a touch screen a sideways swipe across it moves it one pixel left or right (an upward or
