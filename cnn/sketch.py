@@ -282,10 +282,27 @@ class Sketchpad(gr.Sketchpad):
         return "imageeditor"
 
     def preprocess(self, payload):
+        """Every image's header checked, then only the composite decoded (as Gradio decodes it).
+        The layers and the background are handed on undecoded (bytes, or the upload's path):
+        ``cnn.preprocess.prepare`` reads the composite first and decodes them only when it shows
+        no digit (Gradio decoded all three, for every stroke and API call)."""
         try:
             for source in self._uploads(payload):
                 check_header(source)
-            return super().preprocess(payload)
+            if payload is None:
+                return None
+            if payload.id is not None:  # the page's blobs (``_uploads`` refused a missing one)
+                parts, raw = self.blob_storage.get(payload.id), lambda blob: blob
+            else:
+                parts, raw = payload, lambda f: f.path
+            composite = parts.composite
+            value = {"background": None if parts.background is None else raw(parts.background),
+                     "layers": [raw(layer) for layer in parts.layers or () if layer is not None],
+                     "composite": None if composite is None else
+                     self.convert_and_format_image(composite, flatten_on_white=True)}
+            if payload.id is not None:
+                self.blob_storage.pop(payload.id)  # as Gradio does once a drawing is read
+            return value
         except gr.Error:
             raise
         except Exception as e:  # truncated data, corrupt chunks: logged for the operator

@@ -431,6 +431,37 @@ def test_unknown_sessions_events_and_functions_get_a_4xx_and_one_log_line(server
     still_reads_a_7(server)
 
 
+# ---------------------------------------------------------------- malformed values
+
+MALFORMED = {"list": '["a", "b"]', "NaN": "NaN", "Infinity": "Infinity", "dict": '{"x": 1}', "three": "[1, 2, 3]"}
+
+
+def test_every_malformed_value_of_the_api_is_a_sentence(server):
+    """Each non-picture input of /predict, /inspect and /evidence sent as a list, NaN, Infinity
+    (JSON's own extensions, as a script can send them), a dict or three numbers: an error event
+    whose message is a sentence, never a bare {"error": null}, and no traceback in the log."""
+    start = len(server.log_text())
+    seven = json.dumps(sketch_of(upload(server, "seven.png", EXAMPLE_7.read_bytes())))
+    good = {"predict": ['"shipped"'], "inspect": ['"conv1"', "3", "10", "12", '"shipped"'], "evidence": ["7", '"shipped"']}
+    seen = []
+    for api, values in good.items():
+        for i in range(len(values)):
+            for kind, bad in MALFORMED.items():
+                data = '{"data": [' + ", ".join([seven, *values[:i], bad, *values[i + 1:]]) + "]}"
+                r = server.http.post(f"/gradio_api/call/{api}", content=data,
+                                     headers={"content-type": "application/json"})
+                assert r.status_code == 200, r.text
+                text = server.http.get(f"/gradio_api/call/{api}/{r.json()['event_id']}").text
+                events = re.findall(r"^event: (\w+)\ndata: (.*)$", text, re.MULTILINE)
+                event, said = events[-1][0], json.loads(events[-1][1])
+                seen.append((api, i, kind, event))
+                assert event == "error" and isinstance(said, dict) and said.get("error"), (api, i, kind, text)
+                assert len(said["error"]) < 300 and "Traceback" not in said["error"], said
+    time.sleep(0.3)
+    assert "Traceback" not in server.log_text()[start:], server.log_text()[start:][-3000:]
+    assert len(seen) == 8 * len(MALFORMED)
+
+
 def test_an_absurdly_long_link_is_redirected_to_the_pages_own_notice(server):
     """A page address with a 60,000-character query (Gradio's own answer: 200 up to ~64k, then
     a bare JSON 400): a redirect to a drawing the page refuses with its usual notice."""
@@ -610,33 +641,3 @@ def test_the_guard_itself_closes_monitoring_and_direct_run_routes():
     assert guard._route("/gradio_api/queue/join", "POST")[1] is None
     assert serving.launch_options(None, "2mb")["enable_monitoring"] is False
 
-
-# ---------------------------------------------------------------- malformed values
-
-MALFORMED = {"list": '["a", "b"]', "NaN": "NaN", "Infinity": "Infinity", "dict": '{"x": 1}', "three": "[1, 2, 3]"}
-
-
-def test_every_malformed_value_of_the_api_is_a_sentence(server):
-    """Each non-picture input of /predict, /inspect and /evidence sent as a list, NaN, Infinity
-    (JSON's own extensions, as a script can send them), a dict or three numbers: an error event
-    whose message is a sentence, never a bare {"error": null}, and no traceback in the log."""
-    start = len(server.log_text())
-    seven = json.dumps(sketch_of(upload(server, "seven.png", EXAMPLE_7.read_bytes())))
-    good = {"predict": ['"shipped"'], "inspect": ['"conv1"', "3", "10", "12", '"shipped"'], "evidence": ["7", '"shipped"']}
-    seen = []
-    for api, values in good.items():
-        for i in range(len(values)):
-            for kind, bad in MALFORMED.items():
-                data = '{"data": [' + ", ".join([seven, *values[:i], bad, *values[i + 1:]]) + "]}"
-                r = server.http.post(f"/gradio_api/call/{api}", content=data,
-                                     headers={"content-type": "application/json"})
-                assert r.status_code == 200, r.text
-                text = server.http.get(f"/gradio_api/call/{api}/{r.json()['event_id']}").text
-                events = re.findall(r"^event: (\w+)\ndata: (.*)$", text, re.MULTILINE)
-                event, said = events[-1][0], json.loads(events[-1][1])
-                seen.append((api, i, kind, event))
-                assert event == "error" and isinstance(said, dict) and said.get("error"), (api, i, kind, text)
-                assert len(said["error"]) < 300 and "Traceback" not in said["error"], said
-    time.sleep(0.3)
-    assert "Traceback" not in server.log_text()[start:], server.log_text()[start:][-3000:]
-    assert len(seen) == 8 * len(MALFORMED)
