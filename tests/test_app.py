@@ -125,8 +125,6 @@ def test_predict_a_blank_canvas_is_the_empty_result(client, tmp_path):
 # One /update call on a drawn 7 (as the page sends it: background, stroke layer, composite) feeds
 # every check below; the expected numbers are the model's own activations for the same drawing.
 
-PALETTE = np.asarray(render.ACTIVATION_PALETTE, np.uint8).reshape(256, 3)
-
 
 class ModelCalls:
     """Counts the model's forward passes (and conv1's) while in a ``with`` block."""

@@ -1,23 +1,13 @@
 // What the page adds for screen readers, run once when the page loads (app.py:
 // demo.load(js=...); Gradio's js steps are one function expression, so this file is one).
-//  - every picture gets its block's label as alt text (Gradio leaves alt="" on gr.Image);
 //  - each example button is named after its digit ("Load the MNIST test digit 7");
 //  - the answer line is a polite live region, so a new answer is read out after a stroke;
 //  - the move buttons (arrows) say what they do.
-// Pictures are replaced on every stroke: a MutationObserver names the new ones. It watches
-// element additions and `src` changes only, so its own `alt`/`aria-label` writes never re-run it.
+// (The maps and the filters are canvases named by the scripts that draw them: maps.js, filters.js.)
+// Gradio re-renders parts of the page: a MutationObserver names the new ones. It watches
+// element additions and `src` changes only, so its own `aria-label` writes never re-run it.
 () => {
-  const label = (block) => {
-    const l = block.querySelector('[data-testid="block-label"]');
-    return l ? l.textContent.trim() : "";
-  };
   const name = () => {
-    for (const block of document.querySelectorAll(".crisp")) {
-      const text = label(block);
-      for (const img of block.querySelectorAll("img")) {
-        if (text && img.alt !== text) img.alt = text;
-      }
-    }
     for (const img of document.querySelectorAll("#examples img")) {
       const digit = /_digit_(\d)\./.exec(img.getAttribute("src") || "");
       const button = img.closest("button");
