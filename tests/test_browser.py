@@ -1156,6 +1156,7 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
     expect(page.locator("#answer")).to_contain_text("uncalibrated")
     check("step-50")
     looks_for(page, replay.file_for(replay.DEFAULT_FOLDER, 50))  # its own patches, not the shipped weights'
+    snapshot_move_says_uncalibrated(page, path, "step-50")
 
     page.click("#share-button")
     box = page.locator("#share-link textarea, #share-link input").first
@@ -1182,6 +1183,35 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
     expect(page.locator("#answer")).to_contain_text("sure")
     check(None)
     looks_for(page, weights.DEFAULT_WEIGHTS)
+
+
+def snapshot_move_says_uncalibrated(page, path, network: str) -> None:
+    """Moved 1 px right on a training snapshot, the move's answer sentence says its percentages
+    are uncalibrated, and they are the snapshot's plain softmax (from its state dict alone, unmoved
+    and moved); ⟲ puts the drawing back."""
+    import numpy as np
+
+    from cnn import replay
+    from cnn.preprocess import prepare
+    from test_replay import reference_probabilities
+    from test_shift import moved_reference
+
+    drawn = prepare(str(path)).image
+    for button in ("#move-right", "#move-back"):
+        before = page.locator("#maps").get_attribute("data-drawn")
+        page.click(button)
+        page.wait_for_function("(n) => document.getElementById('maps').dataset.drawn !== n", arg=before)
+        if button == "#move-right":
+            said = page.locator("#move-info table.similarity + p").inner_text()
+    model = replay.load()[network][0]
+    was, now = (reference_probabilities(model, a) for a in (drawn, moved_reference(drawn, 1, 0)))
+    assert int(was.argmax()) == int(now.argmax()), "the snapshot's answer changed: the sentence below is the other one"
+    d = int(was.argmax())
+    assert "uncalibrated" in said and re.search(rf"reads {d}\b", said), said
+    shown = [float(v) for v in re.findall(r"(\d+\.\d) %", said)]
+    assert len(shown) == 2 and all(abs(s - 100 * float(e)) <= 0.05 + 1e-9 for s, e in zip(shown, (was[d], now[d]))), \
+        (said, float(was[d]), float(now[d]))
+    np.testing.assert_array_equal(page_input(page), drawn)
 
 
 def looks_for(page, path) -> None:
