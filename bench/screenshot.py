@@ -6,7 +6,8 @@
   bench/not_a_digit.png  the top of the page after drawing a star: "Not a digit?" and its reason
   bench/phone_focus.png  a 390x844 phone after a touch-drawn 7 and a tap on a map of ③: the map
                          large in the focus view, its pooled partner, the inspector under them
-  bench/dark.png         the maps and the inspector in the dark theme (?__theme=dark)
+  bench/dark.png         the whole page in the dark theme (?__theme=dark): pad, examples, filters,
+                         maps, inspector
 
 The page is the real one (``app.build_demo`` on the shipped weights, served on 127.0.0.1); the
 strokes and browser settings are the browser test's (tests/test_browser.py).
@@ -82,9 +83,7 @@ def main(argv=None) -> int:
             dark.mouse.click(*cell_point(dark, "conv1-after", "pool1", *cell))
             dark.mouse.move(5, 5)
             expect_inspected(dark, model, "pool1", *cell)
-            top = dark.locator("#maps").bounding_box()["y"] + dark.evaluate("window.scrollY")
-            dark.screenshot(path=str(args.out / "dark.png"), full_page=True,
-                            clip={"x": 0, "y": top - 10, "width": 1400, "height": 1250})
+            dark.screenshot(path=str(args.out / "dark.png"), full_page=True)  # the pad, examples, filters too
             print(f"wrote {args.out / 'dark.png'}")
 
             phone = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True,
