@@ -16,7 +16,7 @@ Printed (p50 / p95 over --runs requests, after a warm-up), goals: page update p5
                       passes (moved and as drawn), the value and the four similarities
   switch network      the network picker: one forward pass through the picked network (a step of
                       the tutorial's training or the shipped weights), the value with that
-                      network's weights for the browser, and its filters picture
+                      network's weights for the browser, and its filters (the weights' value)
   predict API         preprocess + forward, the ``/predict`` endpoint
   inspect API         preprocess + forward + one cell's arithmetic, ``/inspect`` (cells of all 4 layers)
   evidence API        preprocess + forward + the 7x7 map, ``/evidence``
