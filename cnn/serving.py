@@ -93,7 +93,7 @@ NEW_SESSION_RATE = (1.0, 60.0)  # per address: new sessions a second, burst
 UPLOAD_RATE = (16 * 1024 * KIB / CACHE_TTL, 16 * 1024 * KIB)  # per address: upload bytes a second, burst
 MAX_FILES_PER_UPLOAD = 3  # a sketch's background, layer and composite
 MAX_CACHE_BYTES = int(_seconds("CNN_MAX_CACHE_MB", 256) * 1024 * KIB)  # the private cache in all; uploads beyond: 503
-MAX_CACHE_FILES = 5_000  # ... and files in it (the sweep's cost grows with them)
+MAX_CACHE_FILES = int(_seconds("CNN_MAX_CACHE_FILES", 5_000))  # ... and files in it (the sweep's cost grows with them)
 
 from .preprocess import FORMAT_NAMES, IMAGE_FORMATS  # noqa: E402,F401 - the allow-list, re-exported
 
