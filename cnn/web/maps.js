@@ -469,10 +469,13 @@ function moveHTML() {
   }).join("");
   const pct = (p) => `${(100 * p).toFixed(1)} %`;
   const b = m.before, a = m.after;
+  // a training snapshot has no calibration (cnn/replay.py): its percentages are a plain softmax
+  const plain = D.v.calibrated === false;
+  const sure = plain ? "(uncalibrated softmax)" : "sure";
   const answer = a.digit === b.digit
-    ? `The network still reads <b>${a.digit}</b>: ${pct(b.p)} sure unmoved, <span data-after>${pct(a.p)}</span> moved.`
+    ? `The network still reads <b>${a.digit}</b>: ${pct(b.p)} ${sure} unmoved, <span data-after>${pct(a.p)}</span> moved.`
     : `The answer changed: <b>${b.digit}</b> (${pct(b.p)}) unmoved, <b>${a.digit}</b> (${pct(a.p_own)}) moved; ` +
-      `${b.digit} is now <span data-after>${pct(a.p)}</span>.`;
+      `${b.digit} is now <span data-after>${pct(a.p)}</span>` + (plain ? " (uncalibrated softmax)." : ".");
   return `<p>Moved <b>${where}</b> (⟲ puts it back).${lost}</p>` +
     `<table class="similarity"><caption>How similar each layer's maps are to the unmoved drawing's ` +
     `(cosine similarity, same positions; 1 = unchanged)</caption>${rows}</table><p>${answer}</p>` +
