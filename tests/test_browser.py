@@ -845,6 +845,7 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
         c, h, w = (16, 28, 28) if layer == "conv1" else (16, 14, 14) if layer == "pool1" else \
             (32, 14, 14) if layer == "conv2" else (32, 7, 7)
         cells += [(elem_id, layer, (rng.randrange(c), rng.randrange(h), rng.randrange(w))) for _ in range(8)]
+    cells += [("conv1-before", "conv1", (3, 0, 27)), ("conv1-before", "conv1", (5, 1, 14))]  # padding zeros read
     # /inspect asked two cells ahead (a session may have 3 events at once), answered while the
     # browser is pointed at the cell before
     jobs = {}
@@ -875,6 +876,14 @@ def test_every_number_the_inspector_shows_is_inspects_and_every_cell_its_colour(
             for k in ("patch", "weights", "products"):
                 close(shown[k], want[k], k)
             close(shown["sum"], sum(map(sum, want["products"])), "sum")
+            # the patch's padding zeros are marked as such: exactly the 5x5 positions outside the input
+            _, r, q = cell
+            outside = [[not (0 <= r + di - 2 < 28 and 0 <= q + dj - 2 < 28) for dj in range(5)] for di in range(5)]
+            marked = page.evaluate("""() => { const out = [...Array(5)].map(() => Array(5).fill(false));
+              for (const td of document.querySelectorAll('#inspector table[data-table=patch] td.pad'))
+                out[+td.dataset.i][+td.dataset.j] = true;
+              return out; }""")
+            assert marked == outside, (cell, marked)
         elif layer == "conv2":
             terms = dict(shown["terms"])
             assert sorted(terms) == list(range(16))
