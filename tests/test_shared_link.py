@@ -8,6 +8,7 @@ The server runs with short clean-up times (``test_hostile.TIMES``), a 2 s reques
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import math
 import re
@@ -351,9 +352,23 @@ def test_posts_for_new_sessions_are_capped_and_junk_blobs_are_refused(server):
                                                              "session_hash": owner})
         assert other.status_code == 404, other.text
     assert growth < 60e6, growth
+    # Heavy sessions filling the 64 MB of all sessions' drawings with real images (2 MB of noise
+    # each, 2 a session; before, junk like this evicted 24 of 31 visitors' drawings): the heaviest
+    # sessions' drawings go, never the visitor's light one.
+    import numpy as np
+
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (700, 700, 4), np.uint8), "RGBA").save(
+        noise, "PNG", compress_level=0)
+    heavy = noise.getvalue()
+    assert 1.5e6 < len(heavy) <= 2 * 2**20
+    with visitor(server, 73) as c:
+        codes = [post(c, f"heavy{i // 2}", heavy, f"h{i % 2}").status_code for i in range(40)]  # 80 MB
+    assert codes.count(200) >= 35, codes  # (within the address's 60 new sessions, under its upload rate)
     value = {"background": None, "layers": [], "composite": None, "id": "mine"}
     event, data = call(server, [value], session=owner)
-    assert (event, data[0]["label"]) == ("complete", "7"), data
+    assert event == "complete", data  # (the visitor's drawing is still there)
+    assert data[0]["label"] == "7", data
 
 
 def test_a_heavy_session_loses_its_own_blobs_before_a_visitors():
