@@ -12,7 +12,7 @@ decimals and a test compares each with ``/inspect``: float16 is off by up to 0.0
 values of 16-32). ReLU leaves ~60 % of the cells at exactly 0, so the four layers, the kept
 cells and the evidence maps are zlib-compressed together (little-endian float32 as they lie;
 split into byte planes they compress ~40 % worse: measured), then base64: ~17-21 kB of zlib,
-26-30 kB of JSON a drawing for the ten examples::
+28-34 kB of JSON a drawing for the ten examples (44 kB for random noise, the worst case seen)::
 
     blob = zlib(float32 conv1 (16,28,28) | pool1 (16,14,14) | conv2 (32,14,14) |
                 pool2 (32,7,7) | evidence (10,7,7)
