@@ -133,6 +133,7 @@ def expect_empty(pg) -> None:
 
     expect(top_label(pg)).to_have_text(app.EMPTY, timeout=TIMEOUT_MS)
     expect(pg.locator("#maps .maps .grid-block.empty")).to_have_count(4, timeout=TIMEOUT_MS)
+    assert pg.locator("#link-notice p").count() == 0  # nothing to say on an empty page (a load, a Clear)
 
 
 def zoom(pg) -> list[str]:
