@@ -404,6 +404,13 @@ def test_hover_click_and_keys_inspect_any_cell_with_no_request(page, shipped_mod
             page.keyboard.press("f")
             expect(focus).to_be_visible()
             assert page.locator(main).get_attribute("data-layer") == "pool2"
+            opened_on = int(page.locator(main).get_attribute("data-channel"))
+            page.keyboard.press("PageDown")  # the next map, in the view too
+            assert page.locator(main).get_attribute("data-channel") == str((opened_on + 1) % 32)
+            expect(page.locator("#focus .focus-title")).to_contain_text(f"map {(opened_on + 1) % 32} of 32")
+            page.keyboard.press("PageUp")
+            assert page.locator(main).get_attribute("data-channel") == str(opened_on)
+            page.locator("#focus .focus-title").click()  # the keys leave the grids: Escape still closes
             page.keyboard.press("Escape")
             expect(focus).to_be_hidden()
             assert page.evaluate("document.activeElement.dataset.layer") == "pool2"  # the keys go back to the grid

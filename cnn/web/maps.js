@@ -629,6 +629,9 @@ function wire(canvas, inFocus = false) {
     const used = () => { e.preventDefault(); e.stopPropagation(); };
     if (e.key === "Enter" || e.key === " ") { pin(shown); used(); return; }
     if (e.key === "Escape" && focused) { closeFocus(); used(); return; }
+    if (inFocus && (e.key === "PageUp" || e.key === "PageDown")) {  // the focus view: the previous or next map
+      step(e.key === "PageUp" ? -1 : 1); used(); return;
+    }
     if ((e.key === "f" || e.key === "F") && !inFocus && !e.ctrlKey && !e.metaKey && !e.altKey) {  // F: this map, large
       const cell = shown[0] === canvas._g.layer ? shown : [canvas._g.layer, 0, 0, 0];
       openFocus(cell[0], cell[1], true, canvas); used(); return;
@@ -702,6 +705,8 @@ function button(sel, act) {
 }
 const step = (k) => focused && openFocus(focused[0], (focused[1] + k + SHAPES[focused[0]][0]) % SHAPES[focused[0]][0]);
 button(".focus-close", closeFocus);
+// Escape closes the view wherever the keys are (its inspector, a button, the page behind it).
+document.addEventListener("keydown", (e) => { if (e.key === "Escape" && focused) { e.preventDefault(); closeFocus(); } });
 button(".focus-prev", () => step(-1));
 button(".focus-next", () => step(1));
 
