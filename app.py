@@ -307,7 +307,7 @@ def open_link(model: CNN, request: gr.Request, networks: dict | None = None) -> 
         return (gr.skip(),) * 11
     try:
         if link.PARAM not in params:
-            raise link.LinkError("The link names a cell or a move but carries no drawing.")
+            raise link.LinkError("The link names a cell, a move or a network but carries no drawing.")
         image = link.decode(params[link.PARAM])
         selection = link.decode_cell(params.get(link.CELL_PARAM))
         if selection is not None:

@@ -219,12 +219,14 @@ def test_a_bad_cell_parameter_is_refused(cell):
     ({link.PARAM: ""}, "carries no drawing"),
     ({link.PARAM: link.encode(np.zeros((28, 28), np.uint8))}, "The link's drawing is blank."),
     ({link.PARAM: BAD["blank (zeros)"], link.CELL_PARAM: "conv1-0-0-0"}, "The link's drawing is blank."),
-    ({link.CELL_PARAM: "conv1-0-0-0"}, "The link names a cell or a move but carries no drawing."),
+    ({link.CELL_PARAM: "conv1-0-0-0"}, "The link names a cell, a move or a network but carries no drawing."),
+    ({link.NETWORK_PARAM: "step-50"}, "The link names a cell, a move or a network but carries no drawing."),
     ({link.PARAM: "A" * (link.MAX_CHARS + 1)}, "too long"),
     ({link.PARAM: good(), link.MOVE_PARAM: "9,0"}, "A move is whole pixels from -4 to 4: dx cannot be 9."),
     ({link.PARAM: good(), link.MOVE_PARAM: "1;DROP"}, "The link's move is not two whole numbers of pixels."),
     ({link.PARAM: good(), link.MOVE_PARAM: "1,2,3"}, "The link's move is not two whole numbers of pixels."),
 ], ids=["tampered", "cell out of range", "bad cell", "empty", "blank", "blank with cell", "cell, no drawing",
+        "network, no drawing",
         "too long", "move too far", "move not numbers", "move of three"])
 def test_a_bad_link_opens_the_empty_page_with_one_notice(shipped_model, query, says):
     out = app.open_link(shipped_model, type("Request", (), {"query_params": query}))
