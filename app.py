@@ -378,13 +378,15 @@ def evidence_api(model: CNN, value, digit=None) -> dict:
 # ---------------------------------------------------------------- the page
 
 def network_choices(networks: dict) -> list[tuple[str, str]]:
-    """The network picker's entries: each step of the tutorial's training, then the shipped weights."""
+    """The network picker's entries: each step of the tutorial's training, then the shipped weights,
+    each with its test accuracy; short enough to show whole in a phone's column (the note under
+    the picker says the rest: the digits seen, calibrated or not)."""
     def acc(card):
         a = (card or {}).get("test_accuracy")
-        return f" — {a:.1%} of the test digits" if isinstance(a, (int, float)) else ""
-    steps = [(f"Tutorial, step {c['step']:,} of {c['steps_per_epoch']:,} ({c['images_seen']:,} digits seen){acc(c)}", n)
+        return f" ({a:.1%})" if isinstance(a, (int, float)) else ""
+    steps = [(f"Step {c['step']:,} of {c['steps_per_epoch']:,}{acc(c)}", n)
              for n, (_, c) in networks.items() if n != replay.SHIPPED]
-    return steps + [(f"The shipped weights{acc(networks[replay.SHIPPED][1])}", replay.SHIPPED)]
+    return steps + [(f"Shipped weights{acc(networks[replay.SHIPPED][1])}", replay.SHIPPED)]
 
 
 def network_note(name: str, card: dict | None) -> str:
@@ -488,7 +490,7 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
                 # Which network reads the drawing: each step of the tutorial's training, or the shipped weights.
                 # (allow_custom_value: any other value reaches `switch`, which answers it with a
                 # sentence; Gradio's own check would log a traceback for each hostile request)
-                choice = gr.Dropdown(network_choices(networks), value=replay.SHIPPED, label="The network",
+                choice = gr.Dropdown(network_choices(networks), value=replay.SHIPPED, label="The network: a step of the tutorial's training, or the shipped weights",
                                      elem_id="network", visible=len(networks) > 1, allow_custom_value=True)
                 note = gr.HTML(network_note(replay.SHIPPED, card), elem_id="network-note")
                 label = AnswerLabel(value=EMPTY, num_top_classes=10, label="What the network decides",

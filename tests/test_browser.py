@@ -484,6 +484,8 @@ def test_on_a_phone_the_answer_stays_in_view_and_a_tapped_map_opens_large(browse
         canvas = pg.locator("#sketch .pixi-target canvas").first
         canvas.wait_for()
         ready_to_draw(pg)
+        # the network picker shows its entry whole in the phone's column (its accuracy was cut off)
+        assert pg.locator("#network input").evaluate("i => i.scrollWidth <= i.clientWidth")
         pad = pg.locator("#sketch").bounding_box()  # no taller than wide: no empty pad above and below the canvas
         assert pad["height"] <= pad["width"] + 1 and zoom(pg) == ["66%"], (pad, zoom(pg))
         tools_clear_of_the_square(pg)  # the palette moved out of the square into the bottom border
@@ -1167,7 +1169,7 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
                 close(shown["votes"], want["class_terms"], (network, "votes"))
 
     snapshots = replay.load()
-    pick("Tutorial, step 50 of", "step-50")
+    pick("Step 50 of", "step-50")
     expect_filters(page, snapshots["step-50"][0].conv1[0].weight)  # its own filters
     expect(page.locator("#network-note")).to_contain_text("Uncalibrated")
     expect(page.locator("#answer")).to_contain_text("uncalibrated")
@@ -1186,7 +1188,7 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
         other.goto(box.input_value())
         expect_digit(other, "2")
         assert other.locator("#maps").get_attribute("data-network") == "step-50"
-        expect(other.locator("#network input")).to_have_value(re.compile(r"^Tutorial, step 50 of"))
+        expect(other.locator("#network input")).to_have_value(re.compile(r"^Step 50 of"))
         expect(other.locator("#network-note")).to_contain_text("Uncalibrated")
         check("step-50", other, ("conv1", "pool2"))  # the first and last weights the browser multiplies
         expect_filters(other, snapshots["step-50"][0].conv1[0].weight)
@@ -1195,7 +1197,7 @@ def test_a_picked_training_step_reads_the_drawing_and_its_inspector_uses_its_wei
     finally:
         other.close()
 
-    pick("The shipped weights", "shipped")
+    pick("Shipped weights", "shipped")
     expect_filters(page, shipped_model.conv1[0].weight)
     expect(page.locator("#answer")).to_contain_text("sure")
     check(None)
