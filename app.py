@@ -73,9 +73,10 @@ WEB = HERE / "cnn" / "web"  # the browser side: real .html, .css and .js files
 CSS = (WEB / "page.css").read_text() + (WEB / "maps.css").read_text() + (WEB / "filters.css").read_text()
 PAGE_JS = (WEB / "page.js").read_text()  # alt text, example names, the answer as a live region
 MAPS_HTML = (WEB / "maps.html").read_text()  # ③-⑦ and the focus view: drawn by maps.js
-MAPS_JS = (WEB / "maps.js").read_text()  # draws them from one value a drawing; hover, tap, keys
+DRAW_JS = (WEB / "draw.js").read_text()  # what both drawings below draw with (a js_on_load cannot import)
+MAPS_JS = DRAW_JS + (WEB / "maps.js").read_text()  # draws them from one value a drawing; hover, tap, keys
 FILTERS_HTML = (WEB / "filters.html").read_text()  # conv1's filters, drawn by filters.js
-FILTERS_JS = (WEB / "filters.js").read_text()  # from the weights of the network the page reads with
+FILTERS_JS = DRAW_JS + (WEB / "filters.js").read_text()  # from the weights of the network the page reads with
 NETWORK_INPUT_HTML = ("<figure class='network-input'><figcaption>② What the network receives: 28×28</figcaption>"
                       "<canvas role='img' aria-label='What the network receives: the 28×28 input'></canvas></figure>")
 MOVE_HTML = "<div class='move-info' aria-live='polite'></div>"  # filled by maps.js from the value's "move"
@@ -254,6 +255,10 @@ def move_by(model: CNN, step: tuple[int, int] | None, image, move) -> tuple:
     return moved(model, image, dx, dy)[:3] + ((dx, dy),)
 
 
+LOST_STROKE = ("This stroke did not reach the network (the server was busy or refused it), so the answer "
+               "and the maps below are not for what the pad shows. Draw another stroke, or press Clear.")
+
+
 def stroke(model: CNN, sketch, stale: bool = False) -> tuple:
     """The page's event for a stroke and for Clear: ``update`` for the drawing the pad has just
     sent (as blobs, read from ``sketch.latest()``). ``stale``: the pad has been cleared since its
@@ -270,10 +275,6 @@ def stroke(model: CNN, sketch, stale: bool = False) -> tuple:
     if value is None:
         return (gr.skip(),) * 5 + (notice(LOST_STROKE),)
     return update(model, value) + ((0, 0), "")
-
-
-LOST_STROKE = ("This stroke did not reach the network (the server was busy or refused it), so the answer "
-               "and the maps below are not for what the pad shows. Draw another stroke, or press Clear.")
 
 
 def make_link(image, pinned, move=(0, 0), network: str = replay.SHIPPED) -> str:
@@ -490,7 +491,8 @@ def build_demo(model: CNN, card: dict | None = None, looks_for: dict | None = No
                 # Which network reads the drawing: each step of the tutorial's training, or the shipped weights.
                 # (allow_custom_value: any other value reaches `switch`, which answers it with a
                 # sentence; Gradio's own check would log a traceback for each hostile request)
-                choice = gr.Dropdown(network_choices(networks), value=replay.SHIPPED, label="The network: a step of the tutorial's training, or the shipped weights",
+                choice = gr.Dropdown(network_choices(networks), value=replay.SHIPPED,
+                                     label="The network: a step of the tutorial's training, or the shipped weights",
                                      elem_id="network", visible=len(networks) > 1, allow_custom_value=True)
                 note = gr.HTML(network_note(replay.SHIPPED, card), elem_id="network-note")
                 label = AnswerLabel(value=EMPTY, num_top_classes=10, label="What the network decides",

@@ -5,27 +5,21 @@
 // page text: nothing white is left in dark mode. Cells are whole device pixels (crisp at any
 // devicePixelRatio).
 //
-// This file is the body of a gr.HTML js_on_load (app.py): `element` is the component, `props`
+// This file is the body of a gr.HTML js_on_load (app.py; cnn/web/draw.js in front of it): `element` is the component, `props`
 // holds `value` (the weights of the network the page reads with: the shipped ones with the page,
 // a training snapshot's when the picker or a link chooses one) and `colours` (cnn/render.py's
 // WEIGHT_SCALE, 240 rgb rows); `watch("value", ...)` runs after each new value.
 const SCALE = props.colours, N = SCALE.length;
 const GAP = 4, LABEL = 12, COLS = 4, MAX_CELL = 12;  // CSS px: gutter, tile-number band; tiles across; largest cell
 const canvas = element.querySelector("canvas.filters-grid"), bar = element.querySelector(".bar");
-const dpr = () => window.devicePixelRatio || 1;
 const host = () => element.closest("#filters") || element;  // carries data-drawn (a count) for tests
 
 function unpack(value) {  // {weights: Float32Array (n*k*k), n, k} or null
   if (!value || !value.data || !Array.isArray(value.shape)) return null;
-  const raw = Uint8Array.from(atob(value.data), (c) => c.charCodeAt(0));
+  const raw = bytes(value.data);
   const weights = new Float32Array(raw.buffer), [n, , k] = value.shape;
   return weights.length === n * k * value.shape[3] ? { weights, n, k } : null;
 }
-function fmt(v) {  // a colour-bar end, as maps.js writes the maps' ones: 3 significant digits
-  return v === 0 ? "0" : Math.abs(v) >= 1e-2 && Math.abs(v) < 1e4 ? String(Number(v.toPrecision(3))) : v.toExponential(1);
-}
-// cnn/render.py's levels(): [lo, hi] onto the scale's N entries, rounded
-const level = (v, lo, hi) => Math.min(N - 1, Math.max(0, Math.floor((v - lo) * (hi > lo ? (N - 1) / (hi - lo) : 0) + 0.5)));
 
 function draw() {
   const f = unpack(props.value), ratio = dpr();
@@ -49,7 +43,7 @@ function draw() {
       const y0 = Math.round((oy + r * cell) * ratio), y1 = Math.round((oy + (r + 1) * cell) * ratio);
       for (let q = 0; q < f.k; q++) {
         const x0 = Math.round((ox + q * cell) * ratio), x1 = Math.round((ox + (q + 1) * cell) * ratio);
-        const rgb = SCALE[level(f.weights[(t * f.k + r) * f.k + q], -hi, hi)];
+        const rgb = SCALE[level(f.weights[(t * f.k + r) * f.k + q], -hi, hi, N)];
         for (let y = y0; y < y1; y++) for (let x = x0, i = (y * img.width + x0) * 4; x < x1; x++, i += 4) {
           px[i] = rgb[0]; px[i + 1] = rgb[1]; px[i + 2] = rgb[2]; px[i + 3] = 255;
         }
@@ -63,10 +57,8 @@ function draw() {
   ctx.font = `${LABEL - 2}px sans-serif`;
   ctx.textBaseline = "bottom";
   for (let t = 0; t < f.n; t++) { const [ox, oy] = origin(t); ctx.fillText(String(t), ox, oy - 1); }
-  const stops = Array.from({ length: 9 }, (_, i) => `rgb(${SCALE[Math.round(i * (N - 1) / 8)].join(",")})`);
   bar.style.width = width + "px";
-  bar.innerHTML = `<span class="strip" style="background:linear-gradient(to right,${stops.join(",")})"></span>` +
-    `<span class="ends"><span>${fmt(-hi)}</span><span>0</span><span>${fmt(hi)}</span></span>`;
+  colourBar(bar, SCALE, -hi, hi);
   canvas.setAttribute("aria-label", `conv1's ${f.n} learned ${f.k}×${f.k} filters, numbered 0 to ${f.n - 1}: ` +
     `blue cells are negative weights, red positive, white near 0; the scale runs from ${fmt(-hi)} to ${fmt(hi)}.`);
   host().dataset.drawn = String(++drawn);

@@ -5,8 +5,8 @@
 // activation from that value, or the products of its weights and inputs computed here in float32
 // as torch does (tests/test_browser.py compares every number with /inspect).
 //
-// This file is the body of a gr.HTML js_on_load (app.py): `element` is the component, `props`
-// holds `value` (null before the first drawing), `network` (weights and geometry) and `look`
+// This file is the body of a gr.HTML js_on_load (app.py; cnn/web/draw.js in front of it):
+// `element` is the component, `props` holds `value` (null before the first drawing), `network` (weights and geometry) and `look`
 // (colour scales, titles, the grids' layout); `watch("value", ...)` runs after each new value.
 const NET = props.network, LOOK = props.look;
 const LAYERS = ["conv1", "pool1", "conv2", "pool2"];
@@ -15,7 +15,6 @@ const BEFORE = { pool1: "conv1", pool2: "conv2" }, AFTER = { conv1: "pool1", con
 const GAP = 4, LABEL = 12;                 // CSS px: gutter between tiles, tile-number band
 const $ = (sel, root = element) => root.querySelector(sel);
 const host = { get dataset() { return (element.closest("#maps") || element).dataset; } };  // carries data-shown, data-pinned, data-drawn for the page and tests
-const dpr = () => window.devicePixelRatio || 1;
 // The focus view lives on <body>: fixed over everything (the page's sticky answer line included),
 // whatever stacking the blocks around this component make.
 const FOCUS = element.querySelector("#focus");
@@ -24,7 +23,6 @@ document.body.appendChild(FOCUS);
 const inFocusView = (sel) => FOCUS.querySelector(sel);
 
 // ------------------------------------------------------------------ the weights, once
-const bytes = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 function unpackWeights(net) {  // {"conv1.0.weight": Float32Array, ...} from cnn/payload.py's weights()
   const all = new Float32Array(bytes(net.data).buffer), out = {};
   let at = 0;
@@ -92,9 +90,6 @@ const at = (layer, c, r, q) => {
 function num(v) {  // as cnn/explain.py prints: 3 decimals, a true minus, never "−0.000"
   const s = v.toFixed(3);
   return (s === "-0.000" ? "0.000" : s).replace("-", "−");
-}
-function fmt(v) {  // a colour-bar end: 3 significant digits
-  return v === 0 ? "0" : Math.abs(v) >= 1e-2 && Math.abs(v) < 1e4 ? String(Number(v.toPrecision(3))) : v.toExponential(1);
 }
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -275,7 +270,6 @@ function inspectorHTML(cell, isDefault) {
 
 // ------------------------------------------------------------------ drawing
 const SCALE = LOOK.activation, SIGNED = LOOK.weight, N = SCALE.length;
-const level = (v, lo, hi) => Math.min(N - 1, Math.max(0, Math.floor((v - lo) * (hi > lo ? (N - 1) / (hi - lo) : 0) + 0.5)));
 
 function layout(canvas, layer, cell, tileCols, channels, label = LABEL, gap = GAP) {
   const [, h, w] = SHAPES[layer];
@@ -310,7 +304,7 @@ function paint(canvas, g, first = 0) {
       const y0 = Math.round((oy + r * g.cell) * ratio), y1 = Math.round((oy + (r + 1) * g.cell) * ratio);
       for (let q = 0; q < g.w; q++) {
         const x0 = Math.round((ox + q * g.cell) * ratio), x1 = Math.round((ox + (q + 1) * g.cell) * ratio);
-        const rgb = SCALE[level(at(g.layer, ch, r, q), 0, hi)];
+        const rgb = SCALE[level(at(g.layer, ch, r, q), 0, hi, N)];
         for (let y = y0; y < y1; y++) {
           for (let x = x0, i = (y * img.width + x0) * 4; x < x1; x++, i += 4) {
             px[i] = rgb[0]; px[i + 1] = rgb[1]; px[i + 2] = rgb[2]; px[i + 3] = 255;
@@ -348,7 +342,7 @@ function keptMask(layer) {
   const m = new Uint8Array(c * h * w), places = D.kept[after];
   for (let ch = 0; ch < c; ch++) for (let r = 0; r < h / 2; r++) for (let q = 0; q < w / 2; q++) {
     const p = places[(ch * h / 2 + r) * w / 2 + q];
-    const lv = [0, 1, 2, 3].map((i) => level(at(layer, ch, 2 * r + (i >> 1), 2 * q + (i & 1)), 0, hi));
+    const lv = [0, 1, 2, 3].map((i) => level(at(layer, ch, 2 * r + (i >> 1), 2 * q + (i & 1)), 0, hi, N));
     const flat = Math.max(...lv) - Math.min(...lv) < LOOK.flat;
     m[(ch * h + 2 * r + (p >> 1)) * w + 2 * q + (p & 1)] = flat ? 2 : 1;
   }
@@ -437,19 +431,13 @@ function drawEvidence(canvas) {  // answer's map | answer minus runner-up, over 
   maps.forEach((m, k) => {
     const ox = k * (side * cell + 2 * GAP);
     for (let r = 0; r < side; r++) for (let q = 0; q < side; q++) {
-      const rgb = SIGNED[level(m[Math.floor(r / up) * 7 + Math.floor(q / up)], -hi, hi)];
+      const rgb = SIGNED[level(m[Math.floor(r / up) * 7 + Math.floor(q / up)], -hi, hi, N)];
       const faint = 1 - 0.45 * D.input[r * side + q] / 255;
       ctx.fillStyle = `rgb(${rgb.map((v) => Math.round(v * faint)).join(",")})`;
       ctx.fillRect(ox + q * cell, r * cell, cell, cell);
     }
   });
   colourBar(bar, SIGNED, -hi, hi);
-}
-
-function colourBar(bar, scale, lo, hi) {  // the scale as a CSS gradient, its ends in page text
-  const stops = Array.from({ length: 9 }, (_, i) => `rgb(${scale[Math.round(i * (scale.length - 1) / 8)].join(",")})`);
-  bar.innerHTML = `<span class="strip" style="background:linear-gradient(to right,${stops.join(",")})"></span>` +
-    `<span class="ends"><span>${fmt(lo)}</span>${lo < 0 ? "<span>0</span>" : ""}<span>${fmt(hi)}</span></span>`;
 }
 
 // ------------------------------------------------------------------ "move it" (cnn/shift.py)
