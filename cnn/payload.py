@@ -103,8 +103,8 @@ def check_cell(cell: tuple) -> tuple[str, int, int, int]:
 
 
 def look() -> dict:
-    """The pictures' constants, once per page: the colour scales (``cnn/render.py``'s, so the
-    filters picture and the maps share them), the kept-cell dot colours, the flat-window rule,
+    """The pictures' constants, once per page: the colour scales (``cnn/render.py``'s, the same
+    the filters are drawn on), the kept-cell dot colours, the flat-window rule,
     the inspected cell's frame colour, each layer's shape, title and tiles across, and how many
     floats ``blob`` holds."""
     return {

@@ -86,7 +86,6 @@ MAX_EVENTS_PER_SESSION = int(_seconds("CNN_MAX_EVENTS_PER_SESSION", 3))  # queue
 MAX_EVENTS_PER_ADDRESS = int(_seconds("CNN_MAX_EVENTS_PER_ADDRESS", 8))  # ... of every session of one address
 REFUSAL_LOG_LINES = 60  # refused requests logged one by one in each window; the rest as one count
 REFUSAL_LOG_WINDOW = _seconds("CNN_REFUSAL_LOG_WINDOW", 60.0)  # s
-QUEUE_PLACES = 32  # the queue's size when Gradio's does not say (app.py's QUEUE sets it)
 MAX_STREAMS_PER_SESSION = 2  # open queue/data streams of one session (the page holds one)
 REQUEST_RATE = (_seconds("CNN_REQUEST_RATE", 40.0), 200.0)  # per address: tokens a second, burst (see ROUTES' costs)
 NEW_SESSION_RATE = (1.0, 60.0)  # per address: new sessions a second, burst
@@ -599,9 +598,10 @@ class Guard:
             ours += getattr(client, "host", None) == address
         if session is not None and mine >= MAX_EVENTS_PER_SESSION:
             return _json(429, f"This session already has {mine} requests waiting or running; wait for them.")
+        size = getattr(queue, "max_size", None)  # (app.py's QUEUE: 32; None: unbounded, no shrinking)
         held = len(events) + sum(n for key, n in self.joining.items() if key.startswith("a:"))
-        free = (getattr(queue, "max_size", None) or QUEUE_PLACES) - held
-        if ours >= address_share(free) and address not in self.trusted:
+        share = MAX_EVENTS_PER_ADDRESS if size is None else address_share(size - held)
+        if ours >= share and address not in self.trusted:
             return _json(429, f"Your address already has {ours} requests waiting or running; wait for them.")
         return None
 
